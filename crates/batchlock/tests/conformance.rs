@@ -1,0 +1,66 @@
+//! The shared conformance suite against every store built into this crate.
+
+use std::sync::Arc;
+
+use batchlock::{LeaseStore, MemoryStore, conformance};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_store_conforms() {
+    conformance::run_all(Arc::new(MemoryStore::new())).await;
+}
+
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_store_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = batchlock::SqliteStore::open(dir.path().join("nested/dir/locks.db")).unwrap();
+    conformance::run_all(Arc::new(store)).await;
+}
+
+/// The in-process race above shares one connection; this one gives every contender its own
+/// connection (as separate processes have), so SQLite's own locking decides the winner.
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_race_across_connections_has_one_winner() {
+    use batchlock::{Acquire, AcquireRequest, Holder, LockKey};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("locks.db");
+    let stores: Vec<Arc<dyn LeaseStore>> = (0..50)
+        .map(|_| Arc::new(batchlock::SqliteStore::open(&path).unwrap()) as Arc<dyn LeaseStore>)
+        .collect();
+    let key = LockKey::new("race").unwrap();
+    let mut last = None;
+    for round in 0..20 {
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, store) in stores.iter().enumerate() {
+            let store = Arc::clone(store);
+            let req = AcquireRequest {
+                key: key.clone(),
+                owner: format!("{round}-{i}"),
+                holder: Holder::current(),
+                ttl: std::time::Duration::from_secs(60),
+            };
+            tasks.spawn(async move { store.try_acquire(&req).await });
+        }
+        let mut winners = Vec::new();
+        while let Some(r) = tasks.join_next().await {
+            if let Acquire::Acquired(lease) = r.unwrap().unwrap() {
+                winners.push(lease);
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}");
+        let w = winners.pop().unwrap();
+        assert!(last.is_none_or(|t| w.token > t));
+        last = Some(w.token);
+        stores[0].release(&w).await.unwrap();
+    }
+}
+
+#[cfg(feature = "sqlite")]
+#[test]
+fn sqlite_refuses_unwritable_path_with_a_hint() {
+    let err = batchlock::SqliteStore::open("/proc/batchlock-cannot-write/locks.db").unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("--store sqlite:PATH"), "{msg}");
+    assert!(matches!(err, batchlock::StoreError::Setup { .. }));
+}
