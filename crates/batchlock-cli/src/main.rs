@@ -1,1 +1,101 @@
-fn main() {}
+//! `batchlock`: the thin binary over the `batchlock` library.
+
+mod cli;
+mod commands;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use batchlock::StoreError;
+use batchlock::config::ConfigError;
+use batchlock::supervisor::{SupervisorError, exit};
+use clap::Parser;
+
+/// A problem with the command line, reported with exit code 64.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+fn main() -> ExitCode {
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("batchlock: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::INTERNAL);
+        }
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            eprintln!("batchlock: error: {err:#}");
+            ExitCode::from(exit_code_for(&err))
+        }
+    }
+}
+
+/// Maps the typed library errors in the chain onto the documented exit codes.
+fn exit_code_for(err: &anyhow::Error) -> u8 {
+    for cause in err.chain() {
+        if cause.is::<UsageError>()
+            || cause.is::<batchlock::KeyError>()
+            || cause.is::<batchlock::supervisor::TimingError>()
+        {
+            return exit::USAGE;
+        }
+        if let Some(e) = cause.downcast_ref::<ConfigError>() {
+            return match e {
+                ConfigError::BadDuration { .. }
+                | ConfigError::UnknownStore { .. }
+                | ConfigError::Key(_) => exit::USAGE,
+                _ => exit::CONFIG,
+            };
+        }
+        if let Some(e) = cause.downcast_ref::<SupervisorError>() {
+            return e.exit_code();
+        }
+        if cause.is::<StoreError>() {
+            return exit::STORE;
+        }
+    }
+    exit::INTERNAL
+}
+
+fn init_logging(format: cli::LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_env("BATCHLOCK_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    match format {
+        cli::LogFormat::Json => builder.json().flatten_event(true).init(),
+        cli::LogFormat::Human => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .compact()
+            .init(),
+    }
+}

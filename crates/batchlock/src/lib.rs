@@ -12,6 +12,7 @@
 //! The protocol and why it is safe are written down in `docs/protocol.md`.
 #![deny(missing_docs)]
 
+pub mod config;
 pub mod conformance;
 pub mod fault;
 pub mod lease;
@@ -20,6 +21,8 @@ mod protocol;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 mod store;
+#[cfg(unix)]
+pub mod supervisor;
 
 pub use lease::{
     Acquire, AcquireRequest, FencingToken, Holder, KeyError, Lease, LockKey, LockRecord, Release,
