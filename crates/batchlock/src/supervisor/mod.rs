@@ -316,18 +316,19 @@ pub async fn run(store: Arc<dyn LeaseStore>, spec: RunSpec) -> Result<RunReport,
         .iter()
         .map(|s| s.to_string_lossy().into_owned())
         .collect();
-    let record = |outcome, token, exit_code, signal, message: Option<String>| RunRecord {
+    // Every path ends in one history record; this is its common part.
+    let base = RunRecord {
         key: key.clone(),
         run_id: run_id.clone(),
-        token,
+        token: None,
         holder: spec.holder.clone(),
         command: command_strings.clone(),
         started_at_ms,
-        ended_at_ms: now_millis(),
-        outcome,
-        exit_code,
-        signal,
-        message,
+        ended_at_ms: started_at_ms,
+        outcome: RunOutcome::Skipped,
+        exit_code: None,
+        signal: None,
+        message: None,
     };
 
     let request = AcquireRequest {
@@ -368,7 +369,7 @@ pub async fn run(store: Arc<dyn LeaseStore>, spec: RunSpec) -> Result<RunReport,
                     tokio::time::sleep(pause).await;
                     continue;
                 }
-                return Ok(skipped(&*store, &spec, holder, &record).await);
+                return Ok(skipped(&*store, &spec, holder, base).await);
             }
         }
     };
@@ -393,13 +394,14 @@ pub async fn run(store: Arc<dyn LeaseStore>, spec: RunSpec) -> Result<RunReport,
             let message = format!("cannot run `{program}`: {e}");
             error!(key, run_id, "{message}");
             release(&*store, &lease, spec.store_timeout).await;
-            let rec = record(
-                RunOutcome::Failed,
-                Some(lease.token),
-                Some(code.into()),
-                None,
-                Some(message),
-            );
+            let rec = RunRecord {
+                token: Some(lease.token),
+                ended_at_ms: now_millis(),
+                outcome: RunOutcome::Failed,
+                exit_code: Some(code.into()),
+                message: Some(message),
+                ..base
+            };
             let recorded = append(&*store, &rec, spec.store_timeout).await;
             return Ok(RunReport {
                 run_id,
@@ -431,6 +433,7 @@ pub async fn run(store: Arc<dyn LeaseStore>, spec: RunSpec) -> Result<RunReport,
     .await;
     // Whatever is left in the group must not outlive the lease.
     os::signal_group(child, Signal::SIGKILL);
+    let ended_at_ms = now_millis();
     if let Some(g) = guard.as_mut() {
         g.disarm();
     }
@@ -442,7 +445,15 @@ pub async fn run(store: Arc<dyn LeaseStore>, spec: RunSpec) -> Result<RunReport,
         None => info!(key, run_id, outcome = %outcome, exit_code, "command finished"),
     }
     release(&*store, &lease, spec.store_timeout).await;
-    let rec = record(outcome, Some(lease.token), code, sig, message);
+    let rec = RunRecord {
+        token: Some(lease.token),
+        ended_at_ms,
+        outcome,
+        exit_code: code,
+        signal: sig,
+        message,
+        ..base
+    };
     let recorded = append(&*store, &rec, spec.store_timeout).await;
     if let Some(g) = guard {
         // The guard exits as soon as its pipe closes; collect it so no zombie is left.
@@ -468,13 +479,7 @@ async fn skipped(
     store: &dyn LeaseStore,
     spec: &RunSpec,
     holder: LockRecord,
-    record: &impl Fn(
-        RunOutcome,
-        Option<crate::FencingToken>,
-        Option<i32>,
-        Option<i32>,
-        Option<String>,
-    ) -> RunRecord,
+    base: RunRecord,
 ) -> RunReport {
     let who = holder
         .holder
@@ -502,7 +507,12 @@ async fn skipped(
         exit_code,
         "{message}; not running"
     );
-    let rec = record(RunOutcome::Skipped, None, None, None, Some(message));
+    let rec = RunRecord {
+        ended_at_ms: now_millis(),
+        outcome: RunOutcome::Skipped,
+        message: Some(message),
+        ..base
+    };
     let recorded = append(store, &rec, spec.store_timeout).await;
     RunReport {
         run_id: rec.run_id,
