@@ -96,6 +96,23 @@ impl SqliteStore {
         })?;
         conn.busy_timeout(DEFAULT_BUSY_TIMEOUT)
             .map_err(|e| map_err(&store, e))?;
+        // In WAL mode NORMAL syncs at checkpoints instead of at every commit. A power loss may
+        // then roll back the last few commits, which for a lock table is harmless: every
+        // process that held or wanted a lock died with the host, a rolled-back acquire leaves
+        // the key free, and a rolled-back release leaves it to expire. The database itself
+        // stays consistent.
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(|e| map_err(&store, e))?;
+        // Every `batchlock run` is a short-lived process; by default the last connection to
+        // close checkpoints the WAL and fsyncs, which costs more than the whole lock protocol.
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+            true,
+        )
+        .map_err(|e| map_err(&store, e))?;
+        // ...and the first connection of a process replays the whole WAL, so keep it short.
+        conn.pragma_update(None, "wal_autocheckpoint", 100)
+            .map_err(|e| map_err(&store, e))?;
         init_schema(&conn).map_err(|e| match e {
             InitError::Sql(e) => map_err(&store, e),
             InitError::TooNew(v) => setup(format!(

@@ -456,14 +456,8 @@ pub async fn run(store: Arc<dyn LeaseStore>, spec: RunSpec) -> Result<RunReport,
     };
     let recorded = append(&*store, &rec, spec.store_timeout).await;
     if let Some(g) = guard {
-        // The guard exits as soon as its pipe closes; collect it so no zombie is left.
-        let deadline = Instant::now() + Duration::from_secs(1);
-        while Instant::now() < deadline {
-            if os::reap_all().iter().any(|(pid, _)| *pid == g.pid()) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        // The guard exits as soon as its pipe closed (at `disarm`): collect it, no zombie left.
+        os::wait_for(g.pid());
     }
     Ok(RunReport {
         run_id,

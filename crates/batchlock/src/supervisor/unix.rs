@@ -144,3 +144,13 @@ pub fn reap_all() -> Vec<(Pid, WaitStatus)> {
     }
     reaped
 }
+
+/// Blocks until `pid` (a child known to exit promptly, such as a disarmed guard) has exited.
+pub fn wait_for(pid: Pid) {
+    loop {
+        match waitpid(pid, None) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            _ => return,
+        }
+    }
+}
