@@ -331,3 +331,52 @@ fn json_logs_carry_lifecycle_fields() {
         );
     }
 }
+
+/// As a container's PID 1 (a new PID namespace here), the supervisor reaps orphaned zombies
+/// and handles the SIGTERM that ECS StopTask sends to PID 1.
+#[test]
+fn as_pid1_reaps_orphans_and_handles_sigterm() {
+    let env = TestEnv::new();
+    let report = env.path("pid1-report");
+    let marker = env.path("pid1-term");
+    let script = format!(
+        "echo \"pid1=$(cat /proc/1/comm)\" > {r}; \
+         (sleep 0.1 &); (sleep 0.1 &); (sleep 0.1 &); sleep 1; \
+         for p in /proc/[0-9]*/stat; do cut -d' ' -f3 $p; done | grep -c Z >> {r}; \
+         trap 'echo term > {m}; exit 0' TERM; kill -TERM 1; \
+         i=0; while [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done",
+        r = report.display(),
+        m = marker.display()
+    );
+    let out = std::process::Command::new("unshare")
+        .args([
+            "--fork",
+            "--pid",
+            "--mount-proc",
+            env!("CARGO_BIN_EXE_batchlock"),
+        ])
+        .args([
+            "--store",
+            &env.store(),
+            "run",
+            "--key",
+            "pid1",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .output()
+        .expect("unshare (util-linux) must be installed");
+    let stderr = text(&out.stderr);
+    let report = std::fs::read_to_string(&report).unwrap_or_else(|_| panic!("no report: {stderr}"));
+    let mut lines = report.lines();
+    assert_eq!(lines.next(), Some("pid1=batchlock"), "{stderr}");
+    assert_eq!(lines.next(), Some("0"), "zombies left unreaped: {stderr}");
+    assert!(
+        marker.exists(),
+        "SIGTERM to PID 1 never reached the child: {stderr}"
+    );
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(env.history("pid1")[0]["outcome"], "stopped");
+}
