@@ -19,16 +19,17 @@ use crate::cli::{Cli, Command, OnConflict, RunArgs};
 pub async fn run(cli: Cli) -> Result<u8> {
     let config = load_config(cli.config.as_deref())?;
     let location = store_location(cli.store.as_deref(), &config)?;
+    let t = cli.store_timeout;
     match cli.command {
-        Command::Run(args) => run_job(args, &config, &location, cli.store_timeout).await,
-        Command::Status { key, json } => status(&*open(&location)?, key, json).await,
-        Command::Stop { key } => stop(&*open(&location)?, &key).await,
-        Command::Release { key, force } => release(&*open(&location)?, &key, force).await,
+        Command::Run(args) => run_job(args, &config, &location, t).await,
+        Command::Status { key, json } => status(&*open(&location, t)?, key, json).await,
+        Command::Stop { key } => stop(&*open(&location, t)?, &key).await,
+        Command::Release { key, force } => release(&*open(&location, t)?, &key, force).await,
         Command::History { key, limit, json } => {
-            history(&*open(&location)?, key, limit, json).await
+            history(&*open(&location, t)?, key, limit, json).await
         }
         Command::Init => {
-            let store = open(&location)?;
+            let store = open(&location, t)?;
             println!("{} is ready", store.describe());
             Ok(exit::OK)
         }
@@ -63,12 +64,17 @@ fn store_location(flag: Option<&str>, config: &ConfigFile) -> Result<StoreLocati
     Ok(StoreLocation::Sqlite(batchlock::sqlite::default_path()))
 }
 
-fn open(location: &StoreLocation) -> Result<Arc<dyn LeaseStore>> {
+fn open(location: &StoreLocation, store_timeout: Duration) -> Result<Arc<dyn LeaseStore>> {
     match location {
         StoreLocation::Sqlite(path) => Ok(Arc::new(
-            batchlock::SqliteStore::open(path).context("opening the lock store")?,
+            batchlock::SqliteStore::open_with_busy_timeout(path, store_timeout)
+                .context("opening the lock store")?,
         )),
-        StoreLocation::Memory => Ok(Arc::new(batchlock::MemoryStore::new())),
+        // A store private to one process excludes nothing between `batchlock` processes.
+        StoreLocation::Memory => Err(UsageError(
+            "store memory: only exists inside one process, so it cannot exclude other runs; use sqlite:PATH or dynamodb:TABLE".into(),
+        )
+        .into()),
         StoreLocation::DynamoDb(table) => Err(UsageError(format!(
             "store dynamodb:{table}: this build has no DynamoDB support"
         ))
@@ -144,7 +150,7 @@ async fn run_job(
     if let Some(name) = &args.job {
         holder.details.insert("job".into(), name.clone());
     }
-    let store = open(location)?;
+    let store = open(location, store_timeout)?;
     let spec = RunSpec {
         key,
         command,

@@ -47,7 +47,10 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::INTERNAL);
         }
     };
-    match runtime.block_on(commands::run(cli)) {
+    let result = runtime.block_on(commands::run(cli));
+    // A store call we gave up on may still run on the blocking pool; do not wait for it.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
             eprintln!("batchlock: error: {err:#}");
@@ -69,6 +72,7 @@ fn exit_code_for(err: &anyhow::Error) -> u8 {
             return match e {
                 ConfigError::BadDuration { .. }
                 | ConfigError::UnknownStore { .. }
+                | ConfigError::UnknownJob { .. }
                 | ConfigError::Key(_) => exit::USAGE,
                 _ => exit::CONFIG,
             };

@@ -167,6 +167,10 @@ fn usage_errors_are_64_with_one_line_messages() {
         ),
         (&["--store", "redis://x", "status"], "unknown store"),
         (
+            &["--store", "memory:", "run", "--key", "k", "--", "true"],
+            "cannot exclude",
+        ),
+        (
             &["run", "--key", "k", "--require-timeout", "--", "true"],
             "--timeout",
         ),
@@ -200,7 +204,11 @@ fn config_errors_are_78_and_name_the_line() {
     assert_eq!(out.status.code(), Some(78));
     std::fs::write(&cfg, "[jobs.a]\ncommand = [\"true\"]\n").unwrap();
     let out = env.run(&["--config", cfg.to_str().unwrap(), "run", "nope"]);
-    assert_eq!(out.status.code(), Some(78));
+    assert_eq!(
+        out.status.code(),
+        Some(64),
+        "an unknown job name is a usage error"
+    );
     assert!(text(&out.stderr).contains("defined jobs: a"));
 }
 

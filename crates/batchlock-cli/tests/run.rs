@@ -380,3 +380,82 @@ fn as_pid1_reaps_orphans_and_handles_sigterm() {
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert_eq!(env.history("pid1")[0]["outcome"], "stopped");
 }
+
+/// A frozen supervisor (SIGSTOP; the same holds for a blocked log write or a suspended host)
+/// cannot renew, so its guard kills the job on its own before the lease can expire.
+#[test]
+fn frozen_supervisor_cannot_let_the_job_outlive_its_lease() {
+    let env = TestEnv::new();
+    let pidfile = env.path("pids");
+    let script = format!("sleep 300 & echo \"$$ $!\" > {}; wait", pidfile.display());
+    let mut sup = env.spawn(&[
+        "run",
+        "--key",
+        "frozen",
+        "--lease",
+        "3s",
+        "--kill-grace",
+        "200ms",
+        "--clock-skew",
+        "0s",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert!(wait_for(Duration::from_secs(10), || {
+        std::fs::read_to_string(&pidfile).is_ok_and(|s| s.split_whitespace().count() == 2)
+    }));
+    let pids: Vec<i32> = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    signal(sup.id(), Signal::SIGSTOP);
+    let stopped_at = Instant::now();
+    let expires_in = env.status("frozen")["expires_in_ms"]
+        .as_u64()
+        .expect("held");
+    let expiry = stopped_at + Duration::from_millis(expires_in);
+    assert!(
+        wait_for(Duration::from_secs(5), || pids.iter().all(|p| !alive(*p))),
+        "the job kept running under a frozen supervisor"
+    );
+    assert!(
+        Instant::now() < expiry,
+        "the job died only after the lease expired"
+    );
+    signal(sup.id(), Signal::SIGCONT);
+    let st = wait_exit(&mut sup, Duration::from_secs(10)).expect("supervisor ends after SIGCONT");
+    assert_ne!(st.code(), Some(0));
+}
+
+/// A termination signal while waiting for the lock ends the wait; nothing runs.
+#[test]
+fn sigterm_while_waiting_for_the_lock() {
+    let env = TestEnv::new();
+    let mut holder = env.spawn(&["run", "--key", "wt", "--", "sleep", "30"]);
+    assert!(wait_for(
+        Duration::from_secs(10),
+        || env.status("wt")["state"] == "held"
+    ));
+    let marker = env.path("must-not-exist");
+    let mut waiter = env.spawn(&[
+        "run",
+        "--key",
+        "wt",
+        "--on-conflict",
+        "wait",
+        "--",
+        "touch",
+        &marker.display().to_string(),
+    ]);
+    std::thread::sleep(Duration::from_millis(500));
+    signal(waiter.id(), Signal::SIGTERM);
+    let st = wait_exit(&mut waiter, Duration::from_secs(10)).expect("waiter ends");
+    assert_eq!(st.code(), Some(128 + 15));
+    assert!(!marker.exists());
+    assert_eq!(env.history("wt")[0]["outcome"], "stopped");
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+}

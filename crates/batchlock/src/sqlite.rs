@@ -75,6 +75,16 @@ pub fn default_path() -> PathBuf {
 impl SqliteStore {
     /// Opens (and on first use creates) the database at `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with_busy_timeout(path, DEFAULT_BUSY_TIMEOUT)
+    }
+
+    /// Like [`open`](Self::open), waiting at most `busy_timeout` for another process's write
+    /// transaction. Keep it within the caller's per-call timeout: a call the caller gave up on
+    /// keeps running on the blocking pool until SQLite returns.
+    pub fn open_with_busy_timeout(
+        path: impl AsRef<Path>,
+        busy_timeout: Duration,
+    ) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
         let store = format!("sqlite:{}", path.display());
         let setup = |message: String| StoreError::Setup {
@@ -94,7 +104,7 @@ impl SqliteStore {
                 "cannot open database file: {e}; pass --store sqlite:PATH with a writable path"
             ))
         })?;
-        conn.busy_timeout(DEFAULT_BUSY_TIMEOUT)
+        conn.busy_timeout(busy_timeout)
             .map_err(|e| map_err(&store, e))?;
         // In WAL mode NORMAL syncs at checkpoints instead of at every commit. A power loss may
         // then roll back the last few commits, which for a lock table is harmless: every
@@ -197,7 +207,14 @@ fn init_schema(conn: &Connection) -> Result<(), InitError> {
         return Err(InitError::TooNew(version));
     }
     // WAL is a property of the file and cannot be switched inside a transaction.
-    let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        // Still correct (every step is a transaction), but readers then block writers.
+        tracing::warn!(
+            journal_mode = mode,
+            "SQLite could not switch to WAL mode (network file system?); `status` may delay runs"
+        );
+    }
     conn.execute_batch("BEGIN IMMEDIATE")?;
     // Another process may have created the schema while we waited for the write lock.
     let result = (|| -> Result<(), InitError> {

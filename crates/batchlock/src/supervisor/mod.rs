@@ -142,6 +142,13 @@ impl LeaseTiming {
             .saturating_sub(self.kill_margin)
     }
 
+    /// When the guard process must kill the group on its own if the supervisor has not: just
+    /// after the supervisor's own SIGKILL, still `clock_skew` + 400 ms before expiry. It only
+    /// matters if the supervisor is frozen (SIGSTOP, a blocked log write, a suspended host).
+    pub fn watchdog_after(&self, last_ok: Instant) -> Instant {
+        last_ok + self.terminate_after() + self.kill_grace + Duration::from_millis(100)
+    }
+
     /// Checks that the timing leaves room for at least one renewal retry.
     pub fn validate(&self) -> Result<(), TimingError> {
         if self.lease.is_zero() {
@@ -305,6 +312,10 @@ where
 }
 
 /// Runs `spec.command` under a lease in `store`. See the module docs.
+///
+/// It owns child processes of the whole process while it runs: it becomes a child subreaper
+/// and reaps *every* exited child (`waitpid(-1)`), so do not run other child processes, or
+/// two `run`s, in the same process at the same time.
 pub async fn run(store: Arc<dyn LeaseStore>, spec: RunSpec) -> Result<RunReport, SupervisorError> {
     spec.timing.validate()?;
     let run_id = uuid::Uuid::new_v4().simple().to_string();
@@ -337,6 +348,9 @@ pub async fn run(store: Arc<dyn LeaseStore>, spec: RunSpec) -> Result<RunReport,
         holder: spec.holder.clone(),
         ttl: spec.timing.lease,
     };
+    // Handlers first: a SIGTERM that arrives while we acquire or wait must not kill us with
+    // the lock held (and, as PID 1, must not be ignored during a long wait).
+    let mut signals = Signals::install().map_err(SupervisorError::Signals)?;
     let wait_started = Instant::now();
     let (lease, acquired_sent) = loop {
         let sent = Instant::now();
@@ -366,16 +380,59 @@ pub async fn run(store: Arc<dyn LeaseStore>, spec: RunSpec) -> Result<RunReport,
                     let pause =
                         Duration::from_millis(until_expiry.clamp(100, 1000) + 20).min(remaining);
                     debug!(key, holder = ?holder.holder, "lock held; waiting");
-                    tokio::time::sleep(pause).await;
-                    continue;
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => continue,
+                        sig = signals.termination() => {
+                            let message = format!("{} received while waiting for the lock; not running", sig.as_str());
+                            warn!(key, run_id, "{message}");
+                            let rec = RunRecord {
+                                ended_at_ms: now_millis(),
+                                outcome: RunOutcome::Stopped,
+                                message: Some(message),
+                                ..base
+                            };
+                            let recorded = append(&*store, &rec, spec.store_timeout).await;
+                            return Ok(RunReport {
+                                run_id,
+                                outcome: RunOutcome::Stopped,
+                                exit_code: exit::SIGNAL_BASE + sig as u8,
+                                token: None,
+                                held_by: Some(holder),
+                                recorded,
+                            });
+                        }
+                    }
                 }
                 return Ok(skipped(&*store, &spec, holder, base).await);
             }
         }
     };
-    info!(key, run_id, token = %lease.token, store = describe, "lock acquired");
+    info!(key, run_id, token = %lease.token, holder = %spec.holder, store = describe, "lock acquired");
 
-    let mut signals = Signals::install().map_err(SupervisorError::Signals)?;
+    if let Some(sig) = signals.pending() {
+        let message = format!(
+            "{} received before the command started; not running",
+            sig.as_str()
+        );
+        warn!(key, run_id, "{message}");
+        release(&*store, &lease, spec.store_timeout).await;
+        let rec = RunRecord {
+            token: Some(lease.token),
+            ended_at_ms: now_millis(),
+            outcome: RunOutcome::Stopped,
+            message: Some(message),
+            ..base
+        };
+        let recorded = append(&*store, &rec, spec.store_timeout).await;
+        return Ok(RunReport {
+            run_id,
+            outcome: RunOutcome::Stopped,
+            exit_code: exit::SIGNAL_BASE + sig as u8,
+            token: Some(lease.token),
+            held_by: None,
+            recorded,
+        });
+    }
     os::become_subreaper();
     let env = [
         ("BATCHLOCK_KEY", key.clone()),
@@ -413,14 +470,14 @@ pub async fn run(store: Arc<dyn LeaseStore>, spec: RunSpec) -> Result<RunReport,
             });
         }
     };
-    let mut guard = match os::spawn_guard(child) {
+    let mut guard = match os::spawn_guard(child, spec.timing.watchdog_after(acquired_sent)) {
         Ok(g) => Some(g),
         Err(e) => {
             warn!(error = %e, "could not start the parent-death guard; grandchildren may outlive a killed supervisor");
             None
         }
     };
-    info!(key, run_id, token = %lease.token, pid = child.as_raw(), "command started");
+    info!(key, run_id, token = %lease.token, holder = %spec.holder, pid = child.as_raw(), command = ?command_strings, "command started");
 
     let status = supervise(
         Arc::clone(&store),
@@ -429,10 +486,12 @@ pub async fn run(store: Arc<dyn LeaseStore>, spec: RunSpec) -> Result<RunReport,
         acquired_sent,
         child,
         &mut signals,
+        guard.as_ref(),
     )
     .await;
-    // Whatever is left in the group must not outlive the lease.
-    os::signal_group(child, Signal::SIGKILL);
+    // Whatever is left in the group must not outlive the lease, nor keep working once the
+    // lock is released: kill it and wait (bounded) until the group is really gone.
+    os::kill_group_and_wait(child, Duration::from_secs(2));
     let ended_at_ms = now_millis();
     if let Some(g) = guard.as_mut() {
         g.disarm();
@@ -560,10 +619,14 @@ struct Signals {
     hup: tokio::signal::unix::Signal,
     quit: tokio::signal::unix::Signal,
     child: tokio::signal::unix::Signal,
+    /// Held only so that a handler is installed: a terminal's Ctrl-Z (or a write to the
+    /// terminal from the background) must not stop the supervisor while its child runs on.
+    /// Handlers, unlike an ignored disposition, are reset by exec, so the child is unaffected.
+    _stop: [tokio::signal::unix::Signal; 3],
 }
 
 impl Signals {
-    /// Installed before the child is spawned so that no SIGCHLD or SIGTERM can be missed.
+    /// Installed before the lock is taken so that no SIGCHLD or SIGTERM can be missed.
     fn install() -> std::io::Result<Self> {
         Ok(Self {
             term: signal(SignalKind::terminate())?,
@@ -571,7 +634,35 @@ impl Signals {
             hup: signal(SignalKind::hangup())?,
             quit: signal(SignalKind::quit())?,
             child: signal(SignalKind::child())?,
+            _stop: [
+                signal(SignalKind::from_raw(libc::SIGTSTP))?,
+                signal(SignalKind::from_raw(libc::SIGTTIN))?,
+                signal(SignalKind::from_raw(libc::SIGTTOU))?,
+            ],
         })
+    }
+
+    /// The next termination signal.
+    async fn termination(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.term.recv() => Signal::SIGTERM,
+            _ = self.int.recv() => Signal::SIGINT,
+            _ = self.hup.recv() => Signal::SIGHUP,
+            _ = self.quit.recv() => Signal::SIGQUIT,
+        }
+    }
+
+    /// A termination signal that already arrived, without waiting.
+    fn pending(&mut self) -> Option<Signal> {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        [
+            (&mut self.term, Signal::SIGTERM),
+            (&mut self.int, Signal::SIGINT),
+            (&mut self.hup, Signal::SIGHUP),
+            (&mut self.quit, Signal::SIGQUIT),
+        ]
+        .into_iter()
+        .find_map(|(stream, sig)| stream.poll_recv(&mut cx).is_ready().then_some(sig))
     }
 }
 
@@ -645,6 +736,7 @@ async fn supervise(
     acquired_sent: Instant,
     child: Pid,
     signals: &mut Signals,
+    guard: Option<&os::Guard>,
 ) -> ChildStatus {
     let timing = spec.timing;
     let key = lease.key.as_str();
@@ -698,6 +790,9 @@ async fn supervise(
                     let next = sent + timing.terminate_after();
                     if next > terminate_at {
                         terminate_at = next;
+                        if let Some(g) = guard {
+                            g.set_deadline(timing.watchdog_after(sent));
+                        }
                     }
                     debug!(key, token = %lease.token, "lease renewed");
                     if stop_requested && reason.is_none() {

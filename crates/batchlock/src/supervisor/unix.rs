@@ -9,6 +9,9 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
@@ -62,16 +65,35 @@ pub fn spawn_child(argv: &[OsString], env: &[(&str, String)]) -> io::Result<Pid>
     Ok(Pid::from_raw(child.id() as i32))
 }
 
-/// A forked watcher that SIGKILLs the child's process group when the supervisor dies.
+/// A forked watcher that SIGKILLs the child's process group when the supervisor dies, or when
+/// the supervisor misses the lease's kill deadline.
 ///
 /// `PR_SET_PDEATHSIG` only reaches the direct child; if the supervisor is killed with SIGKILL,
 /// grandchildren would live on without a lease. The guard blocks on a pipe whose only write
 /// end the supervisor holds: the kernel closes it when the supervisor dies, however it dies,
-/// and the guard then kills the group.
+/// and the guard then kills the group. The supervisor also writes each new hard deadline into
+/// the pipe; the guard enforces it on `CLOCK_BOOTTIME` (which, unlike the monotonic clock,
+/// keeps counting while a host is suspended), so a frozen supervisor (SIGSTOP, a blocked
+/// write to stderr) cannot let its child outlive the lease.
 #[derive(Debug)]
 pub struct Guard {
     pid: Pid,
     write_end: Option<OwnedFd>,
+}
+
+fn boottime_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own; it is async-signal-safe.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    (ts.tv_sec as u64) * 1000 + (ts.tv_nsec as u64) / 1_000_000
+}
+
+fn boottime_deadline(deadline: Instant) -> u64 {
+    let left = deadline.saturating_duration_since(Instant::now());
+    boottime_ms() + left.as_millis() as u64
 }
 
 impl Guard {
@@ -80,17 +102,29 @@ impl Guard {
         self.write_end.take();
     }
 
+    /// Moves the guard's hard deadline.
+    pub fn set_deadline(&self, deadline: Instant) {
+        if let Some(fd) = &self.write_end {
+            let bytes = boottime_deadline(deadline).to_ne_bytes();
+            // Eight bytes are far below PIPE_BUF, so the write is atomic; the guard drains
+            // the pipe continuously, so it cannot fill up.
+            // SAFETY: writes from a buffer we own to a descriptor we own.
+            unsafe { libc::write(fd.as_raw_fd(), bytes.as_ptr().cast(), bytes.len()) };
+        }
+    }
+
     /// The guard's process id (it is our child and is reaped with the others).
     pub fn pid(&self) -> Pid {
         self.pid
     }
 }
 
-/// Forks the guard for process group `pgid`.
-pub fn spawn_guard(pgid: Pid) -> io::Result<Guard> {
+/// Forks the guard for process group `pgid`, with a first hard deadline.
+pub fn spawn_guard(pgid: Pid, deadline: Instant) -> io::Result<Guard> {
     let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    // SAFETY: after fork the child only calls async-signal-safe functions (close, sigaction via
-    // signal, read, kill, _exit) and never returns into Rust code of the parent.
+    let first_deadline = boottime_deadline(deadline);
+    // SAFETY: after fork the child only calls async-signal-safe functions (close, signal,
+    // clock_gettime, poll, read, kill, _exit) and never returns into the parent's Rust code.
     match unsafe { nix::unistd::fork() }? {
         nix::unistd::ForkResult::Child => unsafe {
             libc::close(write_end.as_raw_fd());
@@ -100,16 +134,42 @@ pub fn spawn_guard(pgid: Pid) -> io::Result<Guard> {
                 libc::SIGHUP,
                 libc::SIGQUIT,
                 libc::SIGPIPE,
+                libc::SIGTSTP,
+                libc::SIGTTIN,
+                libc::SIGTTOU,
             ] {
                 libc::signal(sig, libc::SIG_IGN);
             }
-            let mut buf = [0u8; 1];
+            let fd = read_end.as_raw_fd();
+            let mut deadline = first_deadline;
             loop {
-                let n = libc::read(read_end.as_raw_fd(), buf.as_mut_ptr().cast(), 1);
+                let now = boottime_ms();
+                if now >= deadline {
+                    break;
+                }
+                let mut pfd = libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                let wait = (deadline - now).min(i32::MAX as u64) as i32;
+                let n = libc::poll(&mut pfd, 1, wait);
                 if n < 0 && *libc::__errno_location() == libc::EINTR {
                     continue;
                 }
-                break;
+                if n == 0 {
+                    continue;
+                }
+                let mut buf = [0u8; 8];
+                let got = libc::read(fd, buf.as_mut_ptr().cast(), 8);
+                if got == 8 {
+                    deadline = u64::from_ne_bytes(buf);
+                } else if got < 0 && *libc::__errno_location() == libc::EINTR {
+                    continue;
+                } else {
+                    // EOF: the supervisor is gone or done.
+                    break;
+                }
             }
             libc::kill(-pgid.as_raw(), libc::SIGKILL);
             libc::_exit(0);
@@ -121,6 +181,28 @@ pub fn spawn_guard(pgid: Pid) -> io::Result<Guard> {
                 write_end: Some(write_end),
             })
         }
+    }
+}
+
+/// SIGKILLs group `pgid` and waits, up to `limit`, until no member is left (reaping the ones
+/// that are our children). A member stuck in an uninterruptible system call can only die when
+/// the call ends; the lock must not be released before then.
+pub fn kill_group_and_wait(pgid: Pid, limit: Duration) {
+    let end = std::time::Instant::now() + limit;
+    loop {
+        signal_group(pgid, Signal::SIGKILL);
+        reap_all();
+        if matches!(killpg(pgid, None), Err(nix::errno::Errno::ESRCH)) {
+            return;
+        }
+        if std::time::Instant::now() >= end {
+            tracing::warn!(
+                pgid = pgid.as_raw(),
+                "process group still alive after SIGKILL"
+            );
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 
