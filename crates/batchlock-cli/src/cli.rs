@@ -147,6 +147,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "N")]
     pub conflict_exit_code: Option<u8>,
 
+    /// Shell command run after the job was killed because the lock was lost (for alerting);
+    /// it sees BATCHLOCK_KEY, BATCHLOCK_RUN_ID, BATCHLOCK_FENCING_TOKEN, BATCHLOCK_REASON.
+    #[arg(long, value_name = "SHELL-COMMAND")]
+    pub on_lost: Option<String>,
+
     /// Fail unless a maximum runtime is set (a guard for deployments).
     #[arg(long)]
     pub require_timeout: bool,

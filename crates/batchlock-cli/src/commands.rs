@@ -160,6 +160,7 @@ async fn run_job(
         conflict_exit_code: args.conflict_exit_code.or(job.conflict_exit_code),
         holder,
         store_timeout,
+        on_lost: args.on_lost.clone().or(job.on_lost.clone()),
     };
     let report = supervisor::run(store, spec).await?;
     Ok(report.exit_code)

@@ -5,6 +5,10 @@ use std::time::Duration;
 use crate::util::{TestEnv, text, wait_exit, wait_for};
 
 fn start_holder(env: &TestEnv, key: &str) -> std::process::Child {
+    let hook = format!(
+        "echo \"$BATCHLOCK_KEY $BATCHLOCK_FENCING_TOKEN\" > {}",
+        env.path("on-lost").display()
+    );
     let child = env.spawn(&[
         "run",
         "--key",
@@ -15,6 +19,8 @@ fn start_holder(env: &TestEnv, key: &str) -> std::process::Child {
         "500ms",
         "--clock-skew",
         "0s",
+        "--on-lost",
+        &hook,
         "--",
         "sleep",
         "300",
@@ -64,6 +70,7 @@ fn stop_terminates_the_holder_gracefully() {
     assert_eq!(st.code(), Some(122));
     assert_eq!(env.history("stp")[0]["outcome"], "stopped");
     assert_eq!(env.status("stp")["state"], "free");
+    assert!(!env.path("on-lost").exists(), "a stop is not a lost lease");
     // Nothing left to stop now.
     assert_eq!(env.run(&["stop", "stp"]).status.code(), Some(1));
 }
@@ -90,6 +97,8 @@ fn forced_release_is_audited_and_the_old_holder_is_killed() {
     let h = env.history("fr");
     let outcomes: Vec<&str> = h.iter().map(|r| r["outcome"].as_str().unwrap()).collect();
     assert_eq!(outcomes, ["lost", "force_released"]);
+    let hook = std::fs::read_to_string(env.path("on-lost")).expect("on-lost hook ran");
+    assert_eq!(hook.trim(), "fr 1");
     // A new run gets a greater fencing token.
     let out = env.run(&["run", "--key", "fr", "--", "true"]);
     assert!(out.status.success());

@@ -162,6 +162,8 @@ pub struct JobConfig {
     pub wait_timeout: Option<HumanDuration>,
     /// Exit code on conflict.
     pub conflict_exit_code: Option<u8>,
+    /// Shell command to run when the lease is lost.
+    pub on_lost: Option<String>,
 }
 
 /// The configuration file.

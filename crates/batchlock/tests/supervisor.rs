@@ -34,6 +34,7 @@ fn spec(key: &str, script: String, conflict: ConflictPolicy) -> RunSpec {
         conflict_exit_code: None,
         holder: Holder::current(),
         store_timeout: Duration::from_millis(500),
+        on_lost: None,
     }
 }
 

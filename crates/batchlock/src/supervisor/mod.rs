@@ -201,7 +201,14 @@ pub struct RunSpec {
     pub holder: Holder,
     /// Bound on every single store call.
     pub store_timeout: Duration,
+    /// A shell command run (`/bin/sh -c`) after the command was killed because the lease was
+    /// lost, for alerting; it gets `BATCHLOCK_KEY`, `BATCHLOCK_RUN_ID`,
+    /// `BATCHLOCK_FENCING_TOKEN` and `BATCHLOCK_REASON`, and at most [`HOOK_TIMEOUT`].
+    pub on_lost: Option<String>,
 }
+
+/// How long an `on_lost` hook may run before its process group is killed.
+pub const HOOK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How a run ended, for the caller to log and exit with.
 #[derive(Debug, Clone)]
@@ -504,6 +511,11 @@ pub async fn run(store: Arc<dyn LeaseStore>, spec: RunSpec) -> Result<RunReport,
         None => info!(key, run_id, outcome = %outcome, exit_code, "command finished"),
     }
     release(&*store, &lease, spec.store_timeout).await;
+    if let (RunOutcome::Lost, Some(hook)) = (outcome, &spec.on_lost) {
+        let mut hook_env = env.to_vec();
+        hook_env.push(("BATCHLOCK_REASON", message.clone().unwrap_or_default()));
+        run_hook(hook, &hook_env).await;
+    }
     let rec = RunRecord {
         token: Some(lease.token),
         ended_at_ms,
@@ -526,6 +538,31 @@ pub async fn run(store: Arc<dyn LeaseStore>, spec: RunSpec) -> Result<RunReport,
         held_by: None,
         recorded,
     })
+}
+
+/// Runs the `on_lost` hook in its own process group, bounded by [`HOOK_TIMEOUT`].
+async fn run_hook(hook: &str, env: &[(&str, String)]) {
+    let argv: Vec<OsString> = vec!["/bin/sh".into(), "-c".into(), hook.into()];
+    let pid = match os::spawn_child(&argv, env) {
+        Ok(pid) => pid,
+        Err(e) => {
+            error!(error = %e, "could not start the on-lost hook");
+            return;
+        }
+    };
+    let end = Instant::now() + HOOK_TIMEOUT;
+    loop {
+        if let Some((_, status)) = os::reap_all().into_iter().find(|(p, _)| *p == pid) {
+            info!(status = ?status, "on-lost hook finished");
+            break;
+        }
+        if Instant::now() >= end {
+            warn!("on-lost hook exceeded its time; killing it");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    os::kill_group_and_wait(pid, Duration::from_secs(1));
 }
 
 async fn skipped(
