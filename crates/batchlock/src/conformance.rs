@@ -59,6 +59,7 @@ pub async fn run_all(store: Arc<dyn LeaseStore>) {
     force_release_frees_and_keeps_token(&*store).await;
     get_and_list_show_records(&*store).await;
     history_keeps_order_and_outcome(&*store).await;
+    release_and_record_frees_and_records(&*store).await;
     race_has_exactly_one_winner(Arc::clone(&store), 50, 20).await;
 }
 
@@ -377,4 +378,62 @@ pub async fn race_has_exactly_one_winner(store: Arc<dyn LeaseStore>, ways: usize
         last_token = Some(winner.token);
         assert_eq!(store.release(&winner).await.unwrap(), Release::Released);
     }
+}
+
+/// `release_and_record` frees our lease and records the run; for a lease that is no longer
+/// ours it changes no lock but still records the run.
+pub async fn release_and_record_frees_and_records(store: &dyn LeaseStore) {
+    let key = unique("finish");
+    let lease = acquired(store, &key, "a", LONG).await;
+    let run = |run_id: &str| RunRecord {
+        key: key.as_str().into(),
+        run_id: run_id.into(),
+        token: Some(lease.token),
+        holder: Holder::current(),
+        command: vec!["true".into()],
+        started_at_ms: 1,
+        ended_at_ms: 2,
+        outcome: RunOutcome::Ok,
+        exit_code: Some(0),
+        signal: None,
+        message: None,
+    };
+    assert_eq!(
+        store
+            .release_and_record(&lease, &run("first"))
+            .await
+            .unwrap(),
+        Release::Released
+    );
+    assert!(
+        store
+            .get(key.as_str())
+            .await
+            .unwrap()
+            .unwrap()
+            .owner
+            .is_none()
+    );
+    let next = acquired(store, &key, "b", LONG).await;
+    assert!(matches!(
+        store
+            .release_and_record(&lease, &run("stale"))
+            .await
+            .unwrap(),
+        Release::NotHeld(_)
+    ));
+    assert_eq!(
+        store
+            .get(key.as_str())
+            .await
+            .unwrap()
+            .unwrap()
+            .owner
+            .as_deref(),
+        Some("b")
+    );
+    let runs = store.list_runs(Some(key.as_str()), 10).await.unwrap();
+    let ids: Vec<&str> = runs.iter().map(|r| r.run_id.as_str()).collect();
+    assert_eq!(ids, ["stale", "first"]);
+    store.release(&next).await.unwrap();
 }

@@ -322,6 +322,24 @@ fn write_lock(conn: &Connection, rec: &LockRecord) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Runs kept per key; older ones are pruned as new ones arrive, so the file cannot grow
+/// without bound on a host that runs a job every minute for years.
+pub const HISTORY_PER_KEY: i64 = 1000;
+
+fn insert_run(conn: &Connection, run: &RunRecord) -> rusqlite::Result<()> {
+    let json = serde_json::to_string(run).map_err(json_err)?;
+    conn.execute(
+        "INSERT INTO runs (key, run_id, record) VALUES (?1, ?2, ?3)",
+        params![run.key, run.run_id, json],
+    )?;
+    conn.execute(
+        "DELETE FROM runs WHERE key = ?1 AND seq <= \
+         (SELECT seq FROM runs WHERE key = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
+        params![run.key, HISTORY_PER_KEY],
+    )?;
+    Ok(())
+}
+
 #[async_trait]
 impl LeaseStore for SqliteStore {
     fn describe(&self) -> String {
@@ -375,17 +393,28 @@ impl LeaseStore for SqliteStore {
         self.step(key.to_owned(), protocol::request_stop).await
     }
 
-    async fn append_run(&self, run: &RunRecord) -> Result<(), StoreError> {
-        let run = run.clone();
+    async fn release_and_record(
+        &self,
+        lease: &Lease,
+        run: &RunRecord,
+    ) -> Result<Release, StoreError> {
+        let (lease, run) = (lease.clone(), run.clone());
         self.call(move |conn| {
-            let json = serde_json::to_string(&run).map_err(json_err)?;
-            conn.execute(
-                "INSERT INTO runs (key, run_id, record) VALUES (?1, ?2, ?3)",
-                params![run.key, run.run_id, json],
-            )?;
-            Ok(())
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let step = protocol::release(read_lock(&tx, &lease.key)?.as_ref(), &lease);
+            if let Some(rec) = &step.write {
+                write_lock(&tx, rec)?;
+            }
+            insert_run(&tx, &run)?;
+            tx.commit()?;
+            Ok(step.answer)
         })
         .await
+    }
+
+    async fn append_run(&self, run: &RunRecord) -> Result<(), StoreError> {
+        let run = run.clone();
+        self.call(move |conn| insert_run(conn, &run)).await
     }
 
     async fn list_runs(

@@ -122,6 +122,21 @@ pub trait LeaseStore: Send + Sync + Debug {
     /// Returns the holder's record, or `None` if nobody holds an unexpired lease.
     async fn request_stop(&self, key: &str) -> Result<Option<LockRecord>, StoreError>;
 
+    /// Releases `lease` (as [`release`](Self::release)) and appends `run` to the history.
+    ///
+    /// The default makes two calls; stores that can do both in one transaction should, since
+    /// this is on the path of every run. The run is recorded even when the lease was no longer
+    /// ours.
+    async fn release_and_record(
+        &self,
+        lease: &Lease,
+        run: &RunRecord,
+    ) -> Result<Release, StoreError> {
+        let released = self.release(lease).await?;
+        self.append_run(run).await?;
+        Ok(released)
+    }
+
     /// Appends a run record to the history of its key.
     async fn append_run(&self, run: &RunRecord) -> Result<(), StoreError>;
 

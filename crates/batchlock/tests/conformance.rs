@@ -64,3 +64,38 @@ fn sqlite_refuses_unwritable_path_with_a_hint() {
     assert!(msg.contains("--store sqlite:PATH"), "{msg}");
     assert!(matches!(err, batchlock::StoreError::Setup { .. }));
 }
+
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn sqlite_prunes_history_per_key() {
+    use batchlock::sqlite::HISTORY_PER_KEY;
+    use batchlock::{Holder, RunOutcome, RunRecord};
+    let dir = tempfile::tempdir().unwrap();
+    let store = batchlock::SqliteStore::open(dir.path().join("locks.db")).unwrap();
+    let total = HISTORY_PER_KEY as usize + 5;
+    for i in 0..total {
+        for key in ["pruned", "other"] {
+            if key == "other" && i > 2 {
+                continue;
+            }
+            let run = RunRecord {
+                key: key.into(),
+                run_id: format!("run-{i}"),
+                token: None,
+                holder: Holder::current(),
+                command: vec![],
+                started_at_ms: i as u64,
+                ended_at_ms: i as u64,
+                outcome: RunOutcome::Ok,
+                exit_code: Some(0),
+                signal: None,
+                message: None,
+            };
+            store.append_run(&run).await.unwrap();
+        }
+    }
+    let runs = store.list_runs(Some("pruned"), usize::MAX).await.unwrap();
+    assert_eq!(runs.len(), HISTORY_PER_KEY as usize);
+    assert_eq!(runs[0].run_id, format!("run-{}", total - 1), "the newest are kept");
+    assert_eq!(store.list_runs(Some("other"), usize::MAX).await.unwrap().len(), 3);
+}

@@ -422,7 +422,6 @@ pub async fn run(store: Arc<dyn LeaseStore>, spec: RunSpec) -> Result<RunReport,
             sig.as_str()
         );
         warn!(key, run_id, "{message}");
-        release(&*store, &lease, spec.store_timeout).await;
         let rec = RunRecord {
             token: Some(lease.token),
             ended_at_ms: now_millis(),
@@ -430,7 +429,7 @@ pub async fn run(store: Arc<dyn LeaseStore>, spec: RunSpec) -> Result<RunReport,
             message: Some(message),
             ..base
         };
-        let recorded = append(&*store, &rec, spec.store_timeout).await;
+        let recorded = finish(&*store, &lease, &rec, spec.store_timeout).await;
         return Ok(RunReport {
             run_id,
             outcome: RunOutcome::Stopped,
@@ -457,7 +456,6 @@ pub async fn run(store: Arc<dyn LeaseStore>, spec: RunSpec) -> Result<RunReport,
             let program = command_strings.first().cloned().unwrap_or_default();
             let message = format!("cannot run `{program}`: {e}");
             error!(key, run_id, "{message}");
-            release(&*store, &lease, spec.store_timeout).await;
             let rec = RunRecord {
                 token: Some(lease.token),
                 ended_at_ms: now_millis(),
@@ -466,7 +464,7 @@ pub async fn run(store: Arc<dyn LeaseStore>, spec: RunSpec) -> Result<RunReport,
                 message: Some(message),
                 ..base
             };
-            let recorded = append(&*store, &rec, spec.store_timeout).await;
+            let recorded = finish(&*store, &lease, &rec, spec.store_timeout).await;
             return Ok(RunReport {
                 run_id,
                 outcome: RunOutcome::Failed,
@@ -510,22 +508,21 @@ pub async fn run(store: Arc<dyn LeaseStore>, spec: RunSpec) -> Result<RunReport,
         Some(m) => warn!(key, run_id, outcome = %outcome, exit_code, "{m}"),
         None => info!(key, run_id, outcome = %outcome, exit_code, "command finished"),
     }
-    release(&*store, &lease, spec.store_timeout).await;
-    if let (RunOutcome::Lost, Some(hook)) = (outcome, &spec.on_lost) {
-        let mut hook_env = env.to_vec();
-        hook_env.push(("BATCHLOCK_REASON", message.clone().unwrap_or_default()));
-        run_hook(hook, &hook_env).await;
-    }
     let rec = RunRecord {
         token: Some(lease.token),
         ended_at_ms,
         outcome,
         exit_code: code,
         signal: sig,
-        message,
+        message: message.clone(),
         ..base
     };
-    let recorded = append(&*store, &rec, spec.store_timeout).await;
+    let recorded = finish(&*store, &lease, &rec, spec.store_timeout).await;
+    if let (RunOutcome::Lost, Some(hook)) = (outcome, &spec.on_lost) {
+        let mut hook_env = env.to_vec();
+        hook_env.push(("BATCHLOCK_REASON", message.unwrap_or_default()));
+        run_hook(hook, &hook_env).await;
+    }
     if let Some(g) = guard {
         // The guard exits as soon as its pipe closed (at `disarm`): collect it, no zombie left.
         os::wait_for(g.pid());
@@ -614,24 +611,42 @@ async fn skipped(
     }
 }
 
-async fn release(store: &dyn LeaseStore, lease: &Lease, store_timeout: Duration) {
+/// Releases the lease and records the run (one store round trip where the store allows it).
+async fn finish(
+    store: &dyn LeaseStore,
+    lease: &Lease,
+    rec: &RunRecord,
+    store_timeout: Duration,
+) -> bool {
     let describe = store.describe();
-    match bounded(store_timeout, "release", &describe, || store.release(lease)).await {
+    let (key, run_id) = (lease.key.as_str(), lease.owner.as_str());
+    match bounded(store_timeout, "release", &describe, || {
+        store.release_and_record(lease, rec)
+    })
+    .await
+    {
         Ok(Release::Released) => {
-            info!(key = lease.key, run_id = lease.owner, token = %lease.token, "lock released")
+            info!(key, run_id, token = %lease.token, outcome = %rec.outcome, "lock released; run recorded");
+            true
         }
-        Ok(Release::NotHeld(current)) => warn!(
-            key = lease.key,
-            run_id = lease.owner,
-            current_owner = current.and_then(|c| c.owner).as_deref().unwrap_or("none"),
-            "lock was no longer ours at release; left it untouched"
-        ),
-        Err(e) => error!(
-            key = lease.key,
-            run_id = lease.owner,
-            error = %e,
-            "could not release the lock; it stays held until its lease expires"
-        ),
+        Ok(Release::NotHeld(current)) => {
+            warn!(
+                key,
+                run_id,
+                current_owner = current.and_then(|c| c.owner).as_deref().unwrap_or("none"),
+                "lock was no longer ours at release; left it untouched; run recorded"
+            );
+            true
+        }
+        Err(e) => {
+            error!(
+                key,
+                run_id,
+                error = %e,
+                "could not release the lock or record the run; the lock frees itself when its lease expires"
+            );
+            false
+        }
     }
 }
 
