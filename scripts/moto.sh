@@ -9,6 +9,18 @@
 # memory: every start is a clean DynamoDB. The venv lives under target/ so `cargo clean` removes
 # it and git never sees it. Exits non-zero (and says why) if moto cannot be installed or started,
 # so that a test run never silently goes on without its server.
+
+if [ "${BASH_SOURCE[0]}" != "$0" ]; then
+    # Sourced: start in a child shell, so that none of this script's shell options leak into
+    # the caller's shell, and export the endpoint.
+    if BATCHLOCK_TEST_DYNAMODB_ENDPOINT="$(bash "${BASH_SOURCE[0]}" start)"; then
+        export BATCHLOCK_TEST_DYNAMODB_ENDPOINT
+        echo "BATCHLOCK_TEST_DYNAMODB_ENDPOINT=$BATCHLOCK_TEST_DYNAMODB_ENDPOINT" >&2
+        return 0
+    fi
+    return 1
+fi
+
 set -euo pipefail
 
 moto_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -63,14 +75,14 @@ PY
         if ! kill -0 "$pid" 2>/dev/null; then
             moto_log "moto_server exited during start-up; its log:"
             cat "$moto_dir/server.log" >&2
-            rm -f "$moto_dir/pid"
+            rm -f "$moto_dir/pid" "$moto_dir/endpoint"
             return 1
         fi
         sleep 0.2
     done
     moto_log "moto_server did not answer at $endpoint/moto-api/ within 30 s"
     kill "$pid" 2>/dev/null || true
-    rm -f "$moto_dir/pid"
+    rm -f "$moto_dir/pid" "$moto_dir/endpoint"
     return 1
 }
 
@@ -84,19 +96,12 @@ moto_stop() {
     fi
 }
 
-if [ "${BASH_SOURCE[0]}" != "$0" ]; then
-    # Sourced: start and export, without leaving `set -e` behind in the caller's shell.
-    set +eu
-    if BATCHLOCK_TEST_DYNAMODB_ENDPOINT="$(moto_start)"; then
-        export BATCHLOCK_TEST_DYNAMODB_ENDPOINT
-    else
-        return 1
-    fi
-else
-    case "${1:-start}" in
-        start) moto_start ;;
-        stop) moto_stop ;;
-        install) moto_install ;;
-        *) echo "usage: $0 start|stop|install" >&2; exit 2 ;;
-    esac
-fi
+case "${1:-start}" in
+    start) moto_start ;;
+    stop) moto_stop ;;
+    install) moto_install ;;
+    *)
+        echo "usage: $0 start|stop|install" >&2
+        exit 2
+        ;;
+esac

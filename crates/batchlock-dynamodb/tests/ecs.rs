@@ -75,8 +75,9 @@ async fn details_come_from_the_task_endpoint() {
 #[tokio::test]
 async fn env_var_selects_the_endpoint() {
     let (base, server) = serve("200 OK", TASK_JSON, 1);
-    // SAFETY: this is the only test in this binary that touches the environment, and it does
-    // so before anything else in it reads the variable.
+    // SAFETY: this is the only test in this binary that reads or writes the environment (the
+    // others pass the URI directly, and the HTTP client is built without proxy detection), so
+    // no other thread reads the environment while it changes.
     unsafe { std::env::set_var(ECS_METADATA_ENV, &base) };
     let details = ecs_holder_details().await.unwrap();
     unsafe { std::env::remove_var(ECS_METADATA_ENV) };
