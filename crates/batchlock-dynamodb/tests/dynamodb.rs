@@ -5,7 +5,10 @@
 //! items. Credentials and region are fixed in the config: a developer's own AWS environment is
 //! never used, so these tests cannot touch a real account.
 
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
@@ -471,4 +474,107 @@ async fn hanging_server_times_out() {
     assert!(matches!(err, StoreError::Timeout { .. }), "{err:?}");
     assert!(took < Duration::from_millis(1800), "took {took:?}");
     drop(holder);
+}
+
+/// A loopback proxy in front of the test server that deletes `Item` from every
+/// `ConditionalCheckFailedException` answer: a server that ignores
+/// `ReturnValuesOnConditionCheckFailure`. Returns its endpoint and how many items it removed.
+fn proxy_without_all_old(upstream: &str) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let upstream = upstream.trim_start_matches("http://").to_owned();
+    let stripped = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&stripped);
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let (upstream, counter) = (upstream.clone(), Arc::clone(&counter));
+            std::thread::spawn(move || {
+                let _ = relay(conn, &upstream, &counter);
+            });
+        }
+    });
+    (endpoint, stripped)
+}
+
+/// One HTTP/1.1 message: the head (up to the blank line) and a `Content-Length` body.
+fn read_message(r: &mut impl BufRead) -> io::Result<Option<(String, Vec<u8>)>> {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line)? == 0 {
+            return Ok(None);
+        }
+        head.push_str(&line);
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let len = head
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; len];
+    r.read_exact(&mut body)?;
+    Ok(Some((head, body)))
+}
+
+fn relay(client: TcpStream, upstream: &str, stripped: &AtomicUsize) -> io::Result<()> {
+    let mut requests = BufReader::new(client.try_clone()?);
+    let mut client = client;
+    while let Some((head, body)) = read_message(&mut requests)? {
+        let mut server = TcpStream::connect(upstream)?;
+        server.write_all(head.as_bytes())?;
+        server.write_all(&body)?;
+        let (head, mut body) = read_message(&mut BufReader::new(server))?
+            .ok_or_else(|| io::Error::other("no answer"))?;
+        if let Ok(mut json) = serde_json::from_slice::<serde_json::Value>(&body) {
+            let failed_condition = json["__type"]
+                .as_str()
+                .is_some_and(|t| t.contains("ConditionalCheckFailed"));
+            if failed_condition && json.as_object_mut().unwrap().remove("Item").is_some() {
+                stripped.fetch_add(1, Ordering::SeqCst);
+                body = serde_json::to_vec(&json).unwrap();
+            }
+        }
+        let head: String = head
+            .split("\r\n")
+            .filter(|l| !l.is_empty() && !l.to_ascii_lowercase().starts_with("content-length:"))
+            .map(|l| format!("{l}\r\n"))
+            .collect();
+        write!(client, "{head}content-length: {}\r\n\r\n", body.len())?;
+        client.write_all(&body)?;
+    }
+    Ok(())
+}
+
+/// Without ALL_OLD in the failed write, the store reads the item (consistently) and still makes
+/// every decision right: the whole conformance suite, race included, through the proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_all_old_the_store_falls_back_to_a_read() {
+    let Some(endpoint) = endpoint() else {
+        return;
+    };
+    let (proxied, stripped) = proxy_without_all_old(&endpoint);
+    let store = DynamoStore::connect(config(&proxied, &fresh_table_name()))
+        .await
+        .unwrap();
+    init_table(&store).await.unwrap();
+
+    let Acquire::Acquired(_) = store.try_acquire(&request("job", "a")).await.unwrap() else {
+        panic!("first acquire");
+    };
+    match store.try_acquire(&request("job", "b")).await.unwrap() {
+        Acquire::Held(rec) => {
+            assert_eq!(rec.owner.as_deref(), Some("a"));
+            assert_eq!(rec.holder.unwrap().details["task_arn"], "arn:task/a");
+        }
+        other => panic!("b must not acquire: {other:?}"),
+    }
+    assert!(
+        stripped.load(Ordering::SeqCst) >= 1,
+        "the proxy must have removed the ALL_OLD item"
+    );
+    batchlock::conformance::run_all(Arc::new(store)).await;
 }
