@@ -413,6 +413,9 @@ pub async fn doctor(store: &DynamoStore) -> DoctorReport {
                 "denied",
                 "grant dynamodb:DescribeTable (only doctor and init need it)",
             ));
+            for name in [checks::TABLE, checks::KEY_SCHEMA, checks::TTL] {
+                checks.push(Check::skipped(name, "cannot describe the table"));
+            }
             None
         }
         Err(e) => {

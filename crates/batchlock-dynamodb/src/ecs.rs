@@ -75,6 +75,19 @@ pub async fn ecs_holder_details() -> Result<BTreeMap<String, String>, EcsMetadat
     }
 }
 
+/// The identity of this process ([`batchlock::Holder::current`]) with the ECS task details
+/// added when running on ECS. Never fails: if the metadata endpoint does not answer, the
+/// holder is returned without them and a warning is logged, because a lock must not wait on
+/// (or fail for) a nicety.
+pub async fn ecs_holder() -> batchlock::Holder {
+    let mut holder = batchlock::Holder::current();
+    match ecs_holder_details().await {
+        Ok(details) => holder.details.extend(details),
+        Err(e) => tracing::warn!("holder record without ECS task details: {e}"),
+    }
+    holder
+}
+
 /// Like [`ecs_holder_details`], from the metadata base URI `base` with time limit `timeout`.
 pub async fn ecs_holder_details_from(
     base: &str,

@@ -13,7 +13,8 @@
 //! * [`DynamoStore::connect`] builds a client with short, explicit timeouts and bounded
 //!   retries, so that no call can outlive a renewal deadline.
 //! * [`init_table`] creates the table and enables TTL; [`doctor`] checks an existing setup.
-//! * [`ecs_holder_details`] identifies the running ECS task for the lock's holder record.
+//! * [`ecs_holder_details`] (or [`ecs_holder`]) identifies the running ECS task for the lock's
+//!   holder record.
 #![deny(missing_docs)]
 
 mod admin;
@@ -29,7 +30,7 @@ pub use config::{
     DEFAULT_OPERATION_TIMEOUT, DEFAULT_REGION, DEFAULT_RETENTION, DynamoConfig, TABLE_ENV,
 };
 pub use ecs::{
-    ECS_METADATA_ENV, ECS_METADATA_TIMEOUT, EcsMetadataError, ecs_holder_details,
+    ECS_METADATA_ENV, ECS_METADATA_TIMEOUT, EcsMetadataError, ecs_holder, ecs_holder_details,
     ecs_holder_details_from,
 };
 pub use store::DynamoStore;

@@ -8,7 +8,7 @@ use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use batchlock_dynamodb::{
-    ECS_METADATA_ENV, EcsMetadataError, ecs_holder_details, ecs_holder_details_from,
+    ECS_METADATA_ENV, EcsMetadataError, ecs_holder, ecs_holder_details, ecs_holder_details_from,
 };
 
 /// An abridged real task metadata document (v4, Fargate).
@@ -80,9 +80,23 @@ async fn env_var_selects_the_endpoint() {
     // no other thread reads the environment while it changes.
     unsafe { std::env::set_var(ECS_METADATA_ENV, &base) };
     let details = ecs_holder_details().await.unwrap();
-    unsafe { std::env::remove_var(ECS_METADATA_ENV) };
     assert_eq!(details["family"], "xml-articles");
     server.join().unwrap();
+
+    let (base, server) = serve("200 OK", TASK_JSON, 1);
+    unsafe { std::env::set_var(ECS_METADATA_ENV, &base) };
+    let holder = ecs_holder().await;
+    assert_eq!(holder.pid, std::process::id());
+    assert_eq!(
+        holder.details["cluster"],
+        "arn:aws:ecs:ap-northeast-1:123456789012:cluster/batch"
+    );
+    server.join().unwrap();
+
+    // The endpoint is gone: the holder is still returned, without details.
+    unsafe { std::env::set_var(ECS_METADATA_ENV, &base) };
+    assert!(ecs_holder().await.details.is_empty());
+    unsafe { std::env::remove_var(ECS_METADATA_ENV) };
     assert!(
         ecs_holder_details().await.unwrap().is_empty(),
         "not on ECS: no details, no error"
