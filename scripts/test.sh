@@ -4,4 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The DynamoDB store's tests need a DynamoDB: moto, on a free port of 127.0.0.1. Stopped on
+# every exit path; if it cannot start, this script fails rather than run the tests without it.
+trap 'bash scripts/moto.sh stop' EXIT
+BATCHLOCK_TEST_DYNAMODB_ENDPOINT="$(bash scripts/moto.sh start)"
+export BATCHLOCK_TEST_DYNAMODB_ENDPOINT
+
 cargo test --workspace --all-features --locked "$@"
