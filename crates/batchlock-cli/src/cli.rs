@@ -106,8 +106,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Create the store (SQLite schema, or the DynamoDB table with TTL).
+    /// Create the store: the SQLite schema, or the DynamoDB table (on-demand) with TTL.
+    /// Idempotent.
     Init,
+    /// Check that the store is reachable and set up, and say what to fix.
+    /// Exits 0 when healthy, 69 when something must be fixed.
+    Doctor,
 }
 
 #[derive(Debug, Args)]

@@ -22,17 +22,14 @@ pub async fn run(cli: Cli) -> Result<u8> {
     let t = cli.store_timeout;
     match cli.command {
         Command::Run(args) => run_job(args, &config, &location, t).await,
-        Command::Status { key, json } => status(&*open(&location, t)?, key, json).await,
-        Command::Stop { key } => stop(&*open(&location, t)?, &key).await,
-        Command::Release { key, force } => release(&*open(&location, t)?, &key, force).await,
+        Command::Status { key, json } => status(&*open(&location, t).await?, key, json).await,
+        Command::Stop { key } => stop(&*open(&location, t).await?, &key).await,
+        Command::Release { key, force } => release(&*open(&location, t).await?, &key, force).await,
         Command::History { key, limit, json } => {
-            history(&*open(&location, t)?, key, limit, json).await
+            history(&*open(&location, t).await?, key, limit, json).await
         }
-        Command::Init => {
-            let store = open(&location, t)?;
-            println!("{} is ready", store.describe());
-            Ok(exit::OK)
-        }
+        Command::Init => init(&location, t).await,
+        Command::Doctor => doctor(&location, t).await,
     }
 }
 
@@ -52,11 +49,13 @@ fn store_location(flag: Option<&str>, config: &ConfigFile) -> Result<StoreLocati
     if let Some(url) = flag.filter(|s| !s.is_empty()) {
         return Ok(url.parse()?);
     }
-    if let Some(table) = std::env::var("BATCH_LOCK_TABLE")
+    if let Some(table) = std::env::var(batchlock_dynamodb::TABLE_ENV)
         .ok()
         .filter(|t| !t.is_empty())
     {
-        return Ok(StoreLocation::DynamoDb(table));
+        return format!("dynamodb:{table}")
+            .parse()
+            .with_context(|| format!("reading {}", batchlock_dynamodb::TABLE_ENV));
     }
     if let Some(url) = &config.store {
         return Ok(url.parse()?);
@@ -64,7 +63,21 @@ fn store_location(flag: Option<&str>, config: &ConfigFile) -> Result<StoreLocati
     Ok(StoreLocation::Sqlite(batchlock::sqlite::default_path()))
 }
 
-fn open(location: &StoreLocation, store_timeout: Duration) -> Result<Arc<dyn LeaseStore>> {
+async fn connect_dynamodb(
+    table: &str,
+    store_timeout: Duration,
+) -> Result<batchlock_dynamodb::DynamoStore> {
+    let mut config = batchlock_dynamodb::DynamoConfig::new(table);
+    // One store call, retries included, must fit in --store-timeout.
+    config.operation_timeout = store_timeout;
+    config.attempt_timeout = config.attempt_timeout.min(store_timeout);
+    config.connect_timeout = config.connect_timeout.min(store_timeout);
+    batchlock_dynamodb::DynamoStore::connect(config)
+        .await
+        .context("connecting to the lock table")
+}
+
+async fn open(location: &StoreLocation, store_timeout: Duration) -> Result<Arc<dyn LeaseStore>> {
     match location {
         StoreLocation::Sqlite(path) => Ok(Arc::new(
             batchlock::SqliteStore::open_with_busy_timeout(path, store_timeout)
@@ -75,10 +88,48 @@ fn open(location: &StoreLocation, store_timeout: Duration) -> Result<Arc<dyn Lea
             "store memory: only exists inside one process, so it cannot exclude other runs; use sqlite:PATH or dynamodb:TABLE".into(),
         )
         .into()),
-        StoreLocation::DynamoDb(table) => Err(UsageError(format!(
-            "store dynamodb:{table}: this build has no DynamoDB support"
-        ))
-        .into()),
+        StoreLocation::DynamoDb(table) => {
+            Ok(Arc::new(connect_dynamodb(table, store_timeout).await?))
+        }
+    }
+}
+
+async fn init(location: &StoreLocation, store_timeout: Duration) -> Result<u8> {
+    match location {
+        StoreLocation::DynamoDb(table) => {
+            let store = connect_dynamodb(table, store_timeout).await?;
+            let outcome = batchlock_dynamodb::init_table(&store)
+                .await
+                .with_context(|| format!("initialising table `{table}`"))?;
+            println!("{}: {outcome}", store.describe());
+        }
+        other => {
+            let store = open(other, store_timeout).await?;
+            println!("{} is ready", store.describe());
+        }
+    }
+    Ok(exit::OK)
+}
+
+async fn doctor(location: &StoreLocation, store_timeout: Duration) -> Result<u8> {
+    match location {
+        StoreLocation::DynamoDb(table) => {
+            let store = connect_dynamodb(table, store_timeout).await?;
+            let report = batchlock_dynamodb::doctor(&store).await;
+            print!("{report}");
+            Ok(if report.is_healthy() {
+                exit::OK
+            } else {
+                exit::STORE
+            })
+        }
+        other => {
+            // For SQLite, opening creates and checks the schema; a list proves it reads.
+            let store = open(other, store_timeout).await?;
+            let locks = store.list().await?;
+            println!("ok   {} ({} lock records)", store.describe(), locks.len());
+            Ok(exit::OK)
+        }
     }
 }
 
@@ -146,11 +197,12 @@ async fn run_job(
                 .unwrap_or(DEFAULT_WAIT_TIMEOUT),
         ),
     };
-    let mut holder = Holder::current();
+    // On ECS this adds the task ARN, cluster and family; elsewhere it returns at once.
+    let mut holder = batchlock_dynamodb::ecs_holder().await;
     if let Some(name) = &args.job {
         holder.details.insert("job".into(), name.clone());
     }
-    let store = open(location, store_timeout)?;
+    let store = open(location, store_timeout).await?;
     let spec = RunSpec {
         key,
         command,

@@ -36,7 +36,7 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    init_logging(cli.log_format);
+    let _log_flush = init_logging(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -73,6 +73,7 @@ fn exit_code_for(err: &anyhow::Error) -> u8 {
                 ConfigError::BadDuration { .. }
                 | ConfigError::UnknownStore { .. }
                 | ConfigError::UnknownJob { .. }
+                | ConfigError::BadTableName { .. }
                 | ConfigError::Key(_) => exit::USAGE,
                 _ => exit::CONFIG,
             };
@@ -87,13 +88,20 @@ fn exit_code_for(err: &anyhow::Error) -> u8 {
     exit::INTERNAL
 }
 
-fn init_logging(format: cli::LogFormat) {
+/// Logs go through a lossy background writer: when stderr blocks (a full pipe, a stalled log
+/// driver) log lines are dropped instead of freezing the supervisor's timers and signal
+/// handling. The returned guard flushes what is queued at exit (waiting at most a second).
+fn init_logging(format: cli::LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     use tracing_subscriber::EnvFilter;
     let filter =
         EnvFilter::try_from_env("BATCHLOCK_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .thread_name("batchlock-log")
+        .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_target(false);
     match format {
         cli::LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -102,4 +110,5 @@ fn init_logging(format: cli::LogFormat) {
             .compact()
             .init(),
     }
+    guard
 }

@@ -324,7 +324,11 @@ fn json_logs_carry_lifecycle_fields() {
     assert_eq!(acquired["key"], "j");
     assert_eq!(acquired["token"], "1");
     assert!(acquired["run_id"].as_str().is_some_and(|s| s.len() == 32));
-    for step in ["command started", "command finished", "lock released; run recorded"] {
+    for step in [
+        "command started",
+        "command finished",
+        "lock released; run recorded",
+    ] {
         assert!(
             events.iter().any(|e| e["message"] == step),
             "missing {step}"

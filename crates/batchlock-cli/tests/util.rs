@@ -36,7 +36,7 @@ impl TestEnv {
             .env_remove("BATCHLOCK_KILL_GRACE")
             .env_remove("BATCHLOCK_CLOCK_SKEW")
             .env_remove("BATCHLOCK_LOG_FORMAT")
-            .env("BATCHLOCK_LOG", "debug");
+            .env("BATCHLOCK_LOG", "batchlock=debug,info");
         cmd
     }
 

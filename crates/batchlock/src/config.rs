@@ -65,9 +65,25 @@ pub enum ConfigError {
         /// The value given.
         value: String,
     },
+    /// A DynamoDB table name that DynamoDB would refuse.
+    #[error(
+        "DynamoDB table name `{value}` is invalid: use 3 to 255 characters of letters, digits and `_ - .`"
+    )]
+    BadTableName {
+        /// The value given.
+        value: String,
+    },
     /// An invalid lock key.
     #[error(transparent)]
     Key(#[from] KeyError),
+}
+
+/// Whether `name` follows DynamoDB's table naming rules.
+pub fn is_valid_table_name(name: &str) -> bool {
+    (3..=255).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
 /// Parses a human duration such as `90s`, `15m`, `2h` or `1h30m`.
@@ -98,7 +114,14 @@ impl FromStr for StoreLocation {
         let (scheme, rest) = value.split_once(':').ok_or_else(unknown)?;
         match scheme {
             "sqlite" if !rest.is_empty() => Ok(StoreLocation::Sqlite(PathBuf::from(rest))),
-            "dynamodb" if !rest.is_empty() => Ok(StoreLocation::DynamoDb(rest.to_owned())),
+            "dynamodb" if !rest.is_empty() => {
+                if !is_valid_table_name(rest) {
+                    return Err(ConfigError::BadTableName {
+                        value: rest.to_owned(),
+                    });
+                }
+                Ok(StoreLocation::DynamoDb(rest.to_owned()))
+            }
             "memory" => Ok(StoreLocation::Memory),
             _ => Err(unknown()),
         }
@@ -263,6 +286,15 @@ mod tests {
         assert_eq!(
             "dynamodb:locks".parse::<StoreLocation>().unwrap(),
             StoreLocation::DynamoDb("locks".into())
+        );
+        for bad in ["dynamodb:ab", "dynamodb:has space", "dynamodb:a/b"] {
+            let err = bad.parse::<StoreLocation>().unwrap_err().to_string();
+            assert!(err.contains("invalid") && err.contains("3 to 255"), "{err}");
+        }
+        assert!(
+            "dynamodb:w-rails-0930-dev-apn1-batch-locks"
+                .parse::<StoreLocation>()
+                .is_ok()
         );
         for bad in ["redis://x", "sqlite:", "nothing"] {
             let err = bad.parse::<StoreLocation>().unwrap_err().to_string();

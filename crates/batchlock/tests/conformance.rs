@@ -96,6 +96,17 @@ async fn sqlite_prunes_history_per_key() {
     }
     let runs = store.list_runs(Some("pruned"), usize::MAX).await.unwrap();
     assert_eq!(runs.len(), HISTORY_PER_KEY as usize);
-    assert_eq!(runs[0].run_id, format!("run-{}", total - 1), "the newest are kept");
-    assert_eq!(store.list_runs(Some("other"), usize::MAX).await.unwrap().len(), 3);
+    assert_eq!(
+        runs[0].run_id,
+        format!("run-{}", total - 1),
+        "the newest are kept"
+    );
+    assert_eq!(
+        store
+            .list_runs(Some("other"), usize::MAX)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
 }
