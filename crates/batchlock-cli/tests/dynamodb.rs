@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::util::{TestEnv, alive, read_pid, text, wait_exit, wait_for};
+use crate::util::{TestEnv, alive, read_pid, read_tree, text, tree_script, wait_exit, wait_for};
 
 const ENDPOINT_ENV: &str = "BATCHLOCK_TEST_DYNAMODB_ENDPOINT";
 
@@ -267,7 +267,7 @@ fn store_outage_mid_run_kills_the_job_before_expiry_then_recovers() {
     let proxy = Proxy::start(&upstream);
     let d = Dynamo::new(proxy.endpoint());
     let pidfile = d.env.path("pids");
-    let script = format!("sleep 300 & echo \"$$ $!\" > {}; wait", pidfile.display());
+    let script = tree_script(&pidfile);
     let mut sup = d.spawn(&[
         "run",
         "--key",
@@ -285,14 +285,7 @@ fn store_outage_mid_run_kills_the_job_before_expiry_then_recovers() {
         "-c",
         &script,
     ]);
-    assert!(wait_for(Duration::from_secs(15), || {
-        std::fs::read_to_string(&pidfile).is_ok_and(|s| s.split_whitespace().count() == 2)
-    }));
-    let pids: Vec<i32> = std::fs::read_to_string(&pidfile)
-        .unwrap()
-        .split_whitespace()
-        .map(|p| p.parse().unwrap())
-        .collect();
+    let pids = read_tree(&pidfile);
     // Let a heartbeat or two succeed, then note the lease as the store last saw it.
     std::thread::sleep(Duration::from_millis(2500));
     let status = d.json(&["status", "missing_images_check", "--json"]);

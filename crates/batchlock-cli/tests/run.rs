@@ -4,7 +4,9 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::util::{TestEnv, alive, read_pid, signal, text, wait_exit, wait_for};
+use crate::util::{
+    TestEnv, alive, read_pid, read_tree, signal, text, tree_script, wait_exit, wait_for,
+};
 
 /// Ten concurrent runs per round on one key: exactly one runs, and no two child intervals
 /// (recorded by the children themselves) overlap, across rounds either.
@@ -176,7 +178,7 @@ fn second_signal_escalates_to_sigkill() {
 fn killed_supervisor_takes_its_tree_along_and_the_lease_expires() {
     let env = TestEnv::new();
     let pidfile = env.path("pids");
-    let script = format!("sleep 300 & echo \"$$ $!\" > {}; wait", pidfile.display());
+    let script = tree_script(&pidfile);
     let mut sup = env.spawn(&[
         "run",
         "--key",
@@ -192,14 +194,7 @@ fn killed_supervisor_takes_its_tree_along_and_the_lease_expires() {
         "-c",
         &script,
     ]);
-    assert!(wait_for(Duration::from_secs(10), || {
-        std::fs::read_to_string(&pidfile).is_ok_and(|s| s.split_whitespace().count() == 2)
-    }));
-    let pids: Vec<i32> = std::fs::read_to_string(&pidfile)
-        .unwrap()
-        .split_whitespace()
-        .map(|p| p.parse().unwrap())
-        .collect();
+    let pids = read_tree(&pidfile);
     signal(sup.id(), Signal::SIGKILL);
     sup.wait().unwrap();
     for pid in &pids {
@@ -391,7 +386,7 @@ fn as_pid1_reaps_orphans_and_handles_sigterm() {
 fn frozen_supervisor_cannot_let_the_job_outlive_its_lease() {
     let env = TestEnv::new();
     let pidfile = env.path("pids");
-    let script = format!("sleep 300 & echo \"$$ $!\" > {}; wait", pidfile.display());
+    let script = tree_script(&pidfile);
     let mut sup = env.spawn(&[
         "run",
         "--key",
@@ -407,14 +402,7 @@ fn frozen_supervisor_cannot_let_the_job_outlive_its_lease() {
         "-c",
         &script,
     ]);
-    assert!(wait_for(Duration::from_secs(10), || {
-        std::fs::read_to_string(&pidfile).is_ok_and(|s| s.split_whitespace().count() == 2)
-    }));
-    let pids: Vec<i32> = std::fs::read_to_string(&pidfile)
-        .unwrap()
-        .split_whitespace()
-        .map(|p| p.parse().unwrap())
-        .collect();
+    let pids = read_tree(&pidfile);
     signal(sup.id(), Signal::SIGSTOP);
     let stopped_at = Instant::now();
     let expires_in = env.status("frozen")["expires_in_ms"]

@@ -134,3 +134,28 @@ pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::Exi
 pub fn signal(pid: u32, sig: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).expect("kill");
 }
+
+/// A shell script that starts a grandchild (`sleep 300`) and writes "SHELL-PID SLEEP-PID" to
+/// `pidfile`: the smallest process tree that shows whether a kill reaches the whole group.
+pub fn tree_script(pidfile: &Path) -> String {
+    format!("sleep 300 & echo \"$$ $!\" > {}; wait", pidfile.display())
+}
+
+/// Waits for [`tree_script`]'s pid file and returns both pids.
+pub fn read_tree(pidfile: &Path) -> Vec<i32> {
+    let mut pids = Vec::new();
+    assert!(
+        wait_for(Duration::from_secs(15), || {
+            pids = std::fs::read_to_string(pidfile)
+                .map(|s| {
+                    s.split_whitespace()
+                        .filter_map(|p| p.parse().ok())
+                        .collect()
+                })
+                .unwrap_or_default();
+            pids.len() == 2
+        }),
+        "the process tree never started"
+    );
+    pids
+}
