@@ -8,7 +8,7 @@
 //! It writes the inputs for one run into `--out-dir`: `records.csv` (id,url; 20% of the
 //! records repeat an earlier URL), `urls.txt` (the same URLs, one per line, for lychee) and
 //! `sample.csv` (the first `--sample` records, for the one-at-a-time baseline) and
-//! `answering.csv` (`records.csv` without the URLs that never answer). It prints
+//! `answering.csv`/`answering.txt` (the same without the URLs that never answer). It prints
 //! `ready` when listening, counts requests (`GET /__stats` on any port), and exits by itself
 //! after `--lifetime` seconds so a forgotten server never lingers.
 
@@ -101,10 +101,13 @@ async fn serve(c: Config) {
     tokio::time::sleep(Duration::from_secs(c.lifetime)).await;
 }
 
-/// The URL of distinct image number `i`: ~missing_pct% 404, ~hang_pct% never answer.
+/// The URL of distinct image number `i`: ~missing_pct% 404, ~hang_pct% never answer, spread
+/// evenly over the ports (kind and port come from independent bits of one hash, so that the
+/// URLs that never answer do not all land on one host).
 fn url(c: &Config, ports: &[u16], i: usize) -> String {
-    let port = ports[i % ports.len()];
-    let bucket = (i.wrapping_mul(2_654_435_761)) % 100;
+    let h = splitmix64(i as u64);
+    let bucket = (h % 100) as usize;
+    let port = ports[((h >> 32) % ports.len() as u64) as usize];
     let kind = if bucket < c.missing_pct {
         "missing"
     } else if bucket < c.missing_pct + c.hang_pct {
@@ -113,6 +116,13 @@ fn url(c: &Config, ports: &[u16], i: usize) -> String {
         "img"
     };
     format!("http://127.0.0.1:{port}/{kind}/{i}.png")
+}
+
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 fn write_inputs(c: &Config, ports: &[u16]) -> std::io::Result<()> {
@@ -135,6 +145,8 @@ fn write_inputs(c: &Config, ports: &[u16]) -> std::io::Result<()> {
     let mut sample = std::io::BufWriter::new(std::fs::File::create(c.out_dir.join("sample.csv"))?);
     let mut answering =
         std::io::BufWriter::new(std::fs::File::create(c.out_dir.join("answering.csv"))?);
+    let mut answering_txt =
+        std::io::BufWriter::new(std::fs::File::create(c.out_dir.join("answering.txt"))?);
     writeln!(csv, "id,url")?;
     writeln!(sample, "id,url")?;
     writeln!(answering, "id,url")?;
@@ -146,11 +158,13 @@ fn write_inputs(c: &Config, ports: &[u16]) -> std::io::Result<()> {
         }
         if !u.contains("/hang/") {
             writeln!(answering, "{n},{u}")?;
+            writeln!(answering_txt, "{u}")?;
         }
     }
     csv.flush()?;
     txt.flush()?;
     answering.flush()?;
+    answering_txt.flush()?;
     sample.flush()
 }
 

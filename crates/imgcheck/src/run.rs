@@ -171,7 +171,11 @@ pub async fn run(
     let mut by_key: HashMap<String, usize> = HashMap::new();
     for (i, record) in records.iter().enumerate() {
         let raw = record.url.trim();
-        let parsed = Url::parse(raw).ok();
+        // The fragment never reaches the server: `a.png#x` and `a.png` are one request.
+        let parsed = Url::parse(raw).ok().map(|mut url| {
+            url.set_fragment(None);
+            url
+        });
         let key = parsed
             .as_ref()
             .map_or_else(|| raw.to_string(), Url::to_string);

@@ -270,6 +270,7 @@ async fn duplicate_urls_are_requested_once_and_reported_per_record() {
         .map(|i| Record::new(format!("ok-{i}"), server.url("/dup.png")))
         .collect();
     records.extend((0..5).map(|i| Record::new(format!("bad-{i}"), server.url("/missing.png"))));
+    records.push(Record::new("fragment", server.url("/dup.png#top")));
     records.push(Record::new("junk", "not a url"));
     records.push(Record::new("ftp", "ftp://example.com/x.png"));
     let report = run(records, None).await;
@@ -280,7 +281,7 @@ async fn duplicate_urls_are_requested_once_and_reported_per_record() {
         "HEAD and GET, once for five records"
     );
     let s = &report.summary;
-    assert_eq!((s.records, s.distinct_urls, s.checked, s.ok), (57, 4, 2, 1));
+    assert_eq!((s.records, s.distinct_urls, s.checked, s.ok), (58, 4, 2, 1));
     assert_eq!(s.broken_records, 7);
     assert_eq!(s.broken.get(&Class::NotFound), Some(&1));
     assert_eq!(s.broken.get(&Class::InvalidUrl), Some(&2));
