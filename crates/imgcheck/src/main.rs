@@ -131,6 +131,7 @@ enum OutFormat {
 struct ConfigError(anyhow::Error);
 
 fn main() -> ExitCode {
+    raise_open_file_limit();
     let args = match Args::try_parse() {
         Ok(args) => args,
         Err(e) => {
@@ -177,6 +178,19 @@ impl From<anyhow::Error> for Failure {
 
 fn config<T, E: Into<anyhow::Error>>(r: Result<T, E>, what: &str) -> Result<T, ConfigError> {
     r.map_err(|e| ConfigError(Into::<anyhow::Error>::into(e).context(what.to_string())))
+}
+
+/// Raises the soft open-file limit to the hard one. Every check in flight holds a socket and
+/// idle keep-alive connections hold more, so the usual soft limit of 1024 can run out at high
+/// `--concurrency` over many hosts, and each `EMFILE` would be misreported as a broken image.
+/// Not fatal when it fails.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {

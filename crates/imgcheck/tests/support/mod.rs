@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,6 +32,8 @@ pub struct Seen {
 pub struct Server {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
+    /// Body bytes of `/huge.jpg` that the client accepted before it hung up.
+    huge_sent: Arc<AtomicUsize>,
 }
 
 impl Server {
@@ -41,6 +44,7 @@ impl Server {
         let server = Server {
             addr,
             seen: Arc::default(),
+            huge_sent: Arc::default(),
         };
         let s = server.clone();
         tokio::spawn(async move {
@@ -68,6 +72,10 @@ impl Server {
             .filter(|s| s.path == path)
             .cloned()
             .collect()
+    }
+
+    pub fn huge_bytes_sent(&self) -> usize {
+        self.huge_sent.load(Ordering::SeqCst)
     }
 
     pub fn count(&self, path: &str) -> usize {
@@ -199,6 +207,7 @@ impl Server {
                     }
                     chunk[..4].fill(0);
                     sent += chunk.len();
+                    self.huge_sent.fetch_add(chunk.len(), Ordering::SeqCst);
                 }
                 false
             }
