@@ -46,6 +46,9 @@ pub const DEFAULT_USER_AGENT: &str = concat!("imgcheck/", env!("CARGO_PKG_VERSIO
 /// idle sockets (and file descriptors) for hosts it will not visit again.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The `Accept` header of a browser loading an `<img>`.
+const IMAGE_ACCEPT: &str = "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8";
+
 /// The `Range` asked for on `GET`: just enough bytes to recognise an image.
 const SNIFF_RANGE: &str = "bytes=0-15";
 
@@ -190,7 +193,15 @@ impl CheckerBuilder {
                 return Err(BuildError::ZeroTimeout { name });
             }
         }
+        // Ask like a browser's <img> does: servers that negotiate formats then answer with
+        // what an article page would really get.
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::ACCEPT,
+            reqwest::header::HeaderValue::from_static(IMAGE_ACCEPT),
+        );
         let client = reqwest::Client::builder()
+            .default_headers(headers)
             // Redirects are followed by hand: each hop needs the per-host limit of its own
             // host, loops must be told apart from long chains, and the final URL is reported.
             .redirect(reqwest::redirect::Policy::none())
