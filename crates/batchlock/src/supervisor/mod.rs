@@ -448,9 +448,10 @@ pub async fn run(store: Arc<dyn LeaseStore>, spec: RunSpec) -> Result<RunReport,
     let child = match os::spawn_child(&spec.command, &env) {
         Ok(pid) => pid,
         Err(e) => {
+            // As in shells: 127 when there is nothing to run, 126 for anything that exists
+            // but cannot be executed (permissions, bad format, a directory).
             let code = match e.kind() {
                 std::io::ErrorKind::NotFound => exit::NOT_FOUND,
-                std::io::ErrorKind::PermissionDenied => exit::NOT_EXECUTABLE,
                 _ => exit::NOT_EXECUTABLE,
             };
             let program = command_strings.first().cloned().unwrap_or_default();
