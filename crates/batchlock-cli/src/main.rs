@@ -97,6 +97,9 @@ fn init_logging(format: cli::LogFormat) -> tracing_appender::non_blocking::Worke
         EnvFilter::try_from_env("BATCHLOCK_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(true)
+        // The default queue (128k lines) is allocated up front: measurable in a process that
+        // lives a few milliseconds, and far more than a supervisor ever logs at once.
+        .buffered_lines_limit(1024)
         .thread_name("batchlock-log")
         .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt()

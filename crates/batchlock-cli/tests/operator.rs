@@ -25,7 +25,9 @@ fn start_holder(env: &TestEnv, key: &str) -> std::process::Child {
         "sleep",
         "300",
     ]);
-    if !wait_for(Duration::from_secs(20), || env.status(key)["state"] == "held") {
+    if !wait_for(Duration::from_secs(20), || {
+        env.status(key)["state"] == "held"
+    }) {
         let _ = child.kill();
         let out = child.wait_with_output().unwrap();
         panic!("holder never acquired: {}", text(&out.stderr));
