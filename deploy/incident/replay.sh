@@ -161,14 +161,7 @@ hung="$pid"
 wait_for run-0800 "missing_images:check_articles: started" 20
 hung_task="$(field run-0800 pid)"
 hung_token="$(field run-0800 token)"
-contains run-0800.out "key=missing_images_check" "the 08:00 task runs under the key missing_images_check"
-
-bl status-held status missing_images_check --json
-expect_json status-held 'd[0]["state"]' held "status shows missing_images_check held"
-expect_json status-held 'd[0]["holder"]["pid"]' "$hung" "status names the 08:00 supervisor's pid as holder"
-expect_json status-held 'd[0]["holder"]["details"]["job"]' missing_images_check "status names the job"
-expect_json status-held 'd[0]["token"]' "$hung_token" "status shows the token the task received"
-
+# The manual run comes first, right after the task started: its 5 s timeout is running.
 bl run-2332 run missing_images_check
 expect_code run-2332 0 "the 23:32 manual run is skipped, not failed"
 lacks run-2332.out "started" "the 23:32 run did not start rake"
@@ -178,6 +171,14 @@ contains run-2332.err "job=missing_images_check" "the log names the holder's job
 contains run-2332.err "token $hung_token" "the log names the holder's token"
 kill -0 "$hung_task" 2>/dev/null || fail "the hung task $hung_task should still be running"
 pass "the hung task is untouched by the skipped run"
+
+bl status-held status missing_images_check --json
+expect_json status-held 'd[0]["state"]' held "status shows missing_images_check held"
+expect_json status-held 'd[0]["holder"]["pid"]' "$hung" "status names the 08:00 supervisor's pid as holder"
+expect_json status-held 'd[0]["holder"]["details"]["job"]' missing_images_check "status names the job"
+expect_json status-held 'd[0]["token"]' "$hung_token" "status shows the token the task received"
+
+contains run-0800.out "key=missing_images_check" "the 08:00 task runs under the key missing_images_check"
 
 bl run-2332-fail run missing_images_check --on-conflict fail
 expect_code run-2332-fail 75 "with --on-conflict fail the same run exits 75"
