@@ -10,4 +10,7 @@ trap 'bash scripts/moto.sh stop' EXIT
 BATCHLOCK_TEST_DYNAMODB_ENDPOINT="$(bash scripts/moto.sh start)"
 export BATCHLOCK_TEST_DYNAMODB_ENDPOINT
 
+# The incident replay (crates/batchlock-deploy-tests) drives the built binary; a test cannot
+# build it itself without waiting on this cargo's own lock.
+cargo build -p batchlock-cli --locked
 cargo test --workspace --all-features --locked "$@"
