@@ -27,10 +27,11 @@ const ECS_MAX_STOP_TIMEOUT: u64 = 120;
 /// each bounded by the store timeout (5 s), plus slack. docs/ecs.md states the same rule.
 const RELEASE_ALLOWANCE: Duration = Duration::from_secs(15);
 
-/// The example's schedules: job => (hour, minute) in Asia/Tokyo.
+/// The incident's schedules: job => hour in Asia/Tokyo (sitemap:refresh 06:00, xml:articles
+/// 07:00, missing_images:check_articles 08:00).
 const SCHEDULES: &[(&str, u32)] = &[
-    ("xml_articles", 6),
-    ("sitemap_refresh", 7),
+    ("sitemap_refresh", 6),
+    ("xml_articles", 7),
     ("missing_images_check", 8),
 ];
 

@@ -17,14 +17,14 @@ locals {
   jobs = {
     xml_articles = {
       rake_task    = "xml:articles"
-      schedule     = "cron(0 6 * * ? *)"
+      schedule     = "cron(0 7 * * ? *)"
       stop_timeout = 120
       cpu          = 512
       memory       = 1024
     }
     sitemap_refresh = {
       rake_task    = "sitemap:refresh"
-      schedule     = "cron(0 7 * * ? *)"
+      schedule     = "cron(0 6 * * ? *)"
       stop_timeout = 120
       cpu          = 256
       memory       = 512
