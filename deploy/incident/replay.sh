@@ -161,7 +161,7 @@ hung="$pid"
 wait_for run-0800 "missing_images:check_articles: started" 20
 hung_task="$(field run-0800 pid)"
 hung_token="$(field run-0800 token)"
-# The manual run comes first, right after the task started: its 5 s timeout is running.
+# The manual run comes first, right after the task started: its 12 s timeout is running.
 bl run-2332 run missing_images_check
 expect_code run-2332 0 "the 23:32 manual run is skipped, not failed"
 lacks run-2332.out "started" "the 23:32 run did not start rake"
@@ -183,13 +183,13 @@ contains run-0800.out "key=missing_images_check" "the 08:00 task runs under the 
 bl run-2332-fail run missing_images_check --on-conflict fail
 expect_code run-2332-fail 75 "with --on-conflict fail the same run exits 75"
 
-step "(b) the hung run is killed at its timeout (5 s) and recorded as such"
+step "(b) the hung run is killed at its timeout (12 s) and recorded as such"
 finish "$hung"
 elapsed=$(($(now_ms) - started_0800))
 expect_code run-0800 124 "the 08:00 run ends with the timeout's exit code"
-[ "$elapsed" -ge 5000 ] && [ "$elapsed" -lt 12000 ] \
-    || fail "the hung run ended after ${elapsed} ms, expected its 5 s timeout + 1 s grace"
-pass "the hung run ended after ${elapsed} ms (timeout 5 s, kill grace 1 s)"
+[ "$elapsed" -ge 12000 ] && [ "$elapsed" -lt 20000 ] \
+    || fail "the hung run ended after ${elapsed} ms, expected its 12 s timeout + 1 s grace"
+pass "the hung run ended after ${elapsed} ms (timeout 12 s, kill grace 1 s)"
 contains run-0800.out "SIGTERM received, still stuck" "rake got SIGTERM first"
 lacks run-0800.out "finished" "the hung task never finished on its own"
 if kill -0 "$hung_task" 2>/dev/null; then fail "the hung task $hung_task survived its run"; fi

@@ -1,10 +1,10 @@
 # EventBridge Scheduler: one schedule per job, wall-clock times in Asia/Tokyo.
 #
 # A retry (RunTask failed, e.g. no Fargate capacity) or a late delivery can never run a job
-# twice at once: a second task finds the lock held and is skipped (on_conflict = "skip", exit 0,
-# recorded in the history with the holder). maximum_event_age_in_seconds keeps a retry from
-# starting an hour late, when the run it replaces could already have been followed by a
-# manual one.
+# twice *at once*: a second task finds the lock held and is skipped (on_conflict = "skip",
+# exit 0, recorded in the history with the holder). The lock does not make a job run once per
+# day: a retry delivered after a short first run has finished would run it again. So retries
+# are few and only within 5 minutes of the scheduled time.
 
 data "aws_iam_policy_document" "scheduler_assume" {
   statement {
@@ -86,7 +86,7 @@ resource "aws_scheduler_schedule" "batch" {
 
     retry_policy {
       maximum_retry_attempts       = 2
-      maximum_event_age_in_seconds = 900
+      maximum_event_age_in_seconds = 300
     }
   }
 }
