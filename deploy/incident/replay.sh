@@ -199,7 +199,7 @@ bl history-b history missing_images_check --json
 expect_json history-b 'd[0]["outcome"]' timeout "history: the 08:00 run is recorded as timeout"
 expect_json history-b 'd[0]["holder"]["pid"]' "$hung" "history: by the 08:00 supervisor"
 expect_json history-b 'd[0]["token"]' "$hung_token" "history: with its token"
-expect_json history-b '"maximum runtime of 5s" in d[0]["message"]' True "history: the message names the timeout"
+expect_json history-b '"maximum runtime of 12s" in d[0]["message"]' True "history: the message names the timeout"
 expect_json history-b '[r["outcome"] for r in d[1:3]]' "['skipped', 'skipped']" "history: both manual runs are recorded as skipped"
 expect_json history-b "all('pid $hung ' in r['message'] for r in d[1:3])" True "history: the skips name the holder"
 bl status-free status missing_images_check --json
