@@ -275,7 +275,7 @@ fn run(args: Args) -> Result<ExitCode, Failure> {
             cache.as_mut(),
             &mut progress,
         ))
-        .context("checking the URLs")?;
+        .context("reading the result cache")?;
     // Cancelled checks may still hold sockets; do not wait for them.
     runtime.shutdown_background();
 

@@ -117,6 +117,9 @@ pub fn write_summary(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
             s.broken_records
         )?;
     }
+    if let Some(warning) = &s.cache_warning {
+        writeln!(out, "imgcheck: warning: {warning}")?;
+    }
     writeln!(
         out,
         "imgcheck: elapsed {:.2}s, {:.0} URLs/s{}",

@@ -97,6 +97,11 @@ pub struct Summary {
     pub elapsed: Duration,
     /// True when the run stopped at its deadline.
     pub deadline_reached: bool,
+    /// Why this run's verdicts could not be stored in the result cache, if they could not.
+    /// Only a warning: the verdicts themselves are complete, and the next run simply checks
+    /// again what this one could not record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_warning: Option<String>,
 }
 
 fn serialize_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -157,6 +162,10 @@ struct Target {
 /// makes them wait. At the deadline the checks in flight are cancelled and every URL without a
 /// verdict is reported as [`Class::Unchecked`]. With a cache, fresh OK verdicts are reused and
 /// this run's verdicts are stored (also after a deadline).
+///
+/// Errors only when the cache cannot be read, before any request is sent. Failing to store
+/// the verdicts afterwards is not an error: the report is returned with
+/// [`Summary::cache_warning`] set, so that the broken records still get written.
 pub async fn run(
     checker: &Checker,
     records: Vec<Record>,
@@ -267,6 +276,7 @@ pub async fn run(
     }
     progress.finish();
 
+    let mut cache_warning = None;
     if let Some(cache) = cache {
         let verdicts = targets.iter().zip(&outcomes).filter_map(|(target, o)| {
             let o = o.as_ref()?;
@@ -275,7 +285,10 @@ pub async fn run(
             }
             Some((target.key.as_str(), o.class.is_ok(), o.final_url.as_deref()))
         });
-        cache.store(verdicts, SystemTime::now())?;
+        if let Err(e) = cache.store(verdicts, SystemTime::now()) {
+            tracing::warn!(error = %e, "the result cache was not updated");
+            cache_warning = Some(format!("the result cache was not updated: {e}"));
+        }
     }
 
     let mut summary = Summary {
@@ -283,6 +296,7 @@ pub async fn run(
         distinct_urls: targets.len(),
         skipped_from_cache,
         deadline_reached,
+        cache_warning,
         ..Summary::default()
     };
     let mut results: Vec<Option<RecordResult>> = vec![None; records.len()];

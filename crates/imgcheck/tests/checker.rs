@@ -327,6 +327,25 @@ async fn cache_skips_recent_ok_and_rechecks_failures() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_cache_write_is_a_warning_not_an_error() {
+    let server = Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cache.db");
+    support::unwritable_cache(&path);
+    let mut cache = ResultCache::open(&path).unwrap();
+    let records = vec![
+        Record::new("1", server.url("/ok.png")),
+        Record::new("2", server.url("/missing.png")),
+    ];
+    let report = run(records, Some(&mut cache)).await;
+    let s = &report.summary;
+    assert_eq!((s.checked, s.ok, s.broken_records), (2, 1, 1));
+    assert_eq!(s.exit_code(), imgcheck::EXIT_BROKEN);
+    let warning = s.cache_warning.as_deref().expect("a cache warning");
+    assert!(warning.contains("disk says no"), "{warning}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_runtime_stops_the_run_and_reports_unchecked() {
     let server = Server::start().await;
     let checker = Checker::builder()

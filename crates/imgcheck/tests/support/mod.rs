@@ -304,6 +304,18 @@ async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String,
     }
 }
 
+/// A result cache at `path` that opens and reads fine but refuses every write: triggers abort
+/// each insert and delete. Works as root, unlike a read-only file or directory.
+pub fn unwritable_cache(path: &std::path::Path) {
+    drop(imgcheck::ResultCache::open(path).unwrap());
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch(
+        "CREATE TRIGGER no_insert BEFORE INSERT ON url_ok BEGIN SELECT RAISE(ABORT, 'disk says no'); END;
+         CREATE TRIGGER no_delete BEFORE DELETE ON url_ok BEGIN SELECT RAISE(ABORT, 'disk says no'); END;",
+    )
+    .unwrap();
+}
+
 /// A port on 127.0.0.1 where nothing listens (bound, then released).
 pub async fn closed_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
