@@ -67,7 +67,9 @@ struct Args {
     #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
     connect_timeout: Duration,
 
-    /// Whole-request timeout (DNS, connect, answer and body).
+    /// Time allowed for one attempt at a URL, all hops together: DNS, connect, answer and body
+    /// of the HEAD, the GET fallback and every redirect. Each retry gets a fresh allowance;
+    /// waits for a --per-host slot and backoff waits do not count.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "15s")]
     timeout: Duration,
 

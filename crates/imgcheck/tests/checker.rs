@@ -207,6 +207,36 @@ async fn server_that_never_answers_times_out() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_covers_all_hops_of_an_attempt() {
+    let server = Server::start().await;
+    // Every hop answers in 600 ms, under the 1 s timeout; five hops take 3 s in all.
+    let timeout = Duration::from_secs(1);
+    assert!(support::SLOW_HOP < timeout);
+    let checker = Checker::builder()
+        .request_timeout(timeout)
+        .max_retries(1)
+        .backoff(Duration::from_millis(10), Duration::from_millis(10))
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let o = checker
+        .check_url(&Url::parse(&server.url("/slowchain/4")).unwrap())
+        .await;
+    let elapsed = started.elapsed();
+    assert_eq!((o.class, o.attempts), (Class::Timeout, 2), "{o:?}");
+    // Two attempts of one timeout each, not hops x timeout; generous for a loaded machine.
+    assert!(
+        elapsed < timeout * 2 + Duration::from_millis(1500),
+        "{elapsed:?}"
+    );
+    assert_eq!(
+        server.count("/slowchain/1"),
+        0,
+        "the chain was never finished"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_listener_times_out() {
     let addr = support::silent_listener().await;
     let checker = Checker::builder()

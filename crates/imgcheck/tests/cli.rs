@@ -215,6 +215,7 @@ async fn help_documents_exit_codes() {
         "2  broken",
         "3  configuration",
         "4  --max-runtime",
+        "one attempt at a URL, all hops together",
     ] {
         assert!(help.contains(needle), "{needle} missing from --help");
     }

@@ -19,6 +19,9 @@ use tokio::time::Instant;
 pub const PNG: &[u8] =
     b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89";
 
+/// How long each hop of `/slowchain/N` takes to answer.
+pub const SLOW_HOP: Duration = Duration::from_millis(600);
+
 /// One request as the server saw it.
 #[derive(Debug, Clone)]
 pub struct Seen {
@@ -229,6 +232,17 @@ impl Server {
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
                 false
+            }
+            p if p.starts_with("/slowchain/") => {
+                // Like /chain/N, but every hop takes SLOW_HOP to answer.
+                tokio::time::sleep(SLOW_HOP).await;
+                let n: u32 = p["/slowchain/".len()..].parse().unwrap_or(0);
+                let next = if n == 0 {
+                    "/ok.png".to_string()
+                } else {
+                    format!("/slowchain/{}", n - 1)
+                };
+                redirect(stream, &next, head).await
             }
             p if p.starts_with("/chain/") => {
                 // /chain/N redirects to /chain/N-1; /chain/0 to the image.
