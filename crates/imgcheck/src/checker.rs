@@ -572,27 +572,53 @@ fn judge_status(a: &Answer) -> Verdict {
     Verdict::from_answer(a, class, Some(format!("HTTP {}", a.status)))
 }
 
-/// Maps a transport error to its class. The resolver's own error type marks DNS failures and
-/// rustls' error type marks TLS failures; the message is the fallback for TLS, whose errors
-/// may reach us already turned into text by a layer in between.
+/// Maps a transport error to its class, by the types in its source chain, never by the
+/// top-level message: that one names the URL, and a URL may contain any word.
+///
+/// Our resolver's [`ResolveError`] marks DNS failures, rustls' error type TLS failures (they
+/// happen inside reqwest's connector, so they must be told apart before the generic connect
+/// failures), `io::ErrorKind::TimedOut` or reqwest's own flag timeouts.
 fn classify(err: reqwest::Error) -> (Class, String) {
     let detail = error_chain(&err);
-    let lower = detail.to_ascii_lowercase();
-    let class = if chain_has::<ResolveError>(&err) || lower.contains("dns error") {
+    let class = if chain_has::<ResolveError>(&err) {
         Class::Dns
-    } else if err.is_timeout() || chain_has_timed_out(&err) {
+    } else if err.is_timeout() || chain_has_io_kind(&err, &[std::io::ErrorKind::TimedOut]) {
         Class::Timeout
-    } else if chain_has::<rustls::Error>(&err)
-        || lower.contains("certificate")
-        || lower.contains("tls")
-    {
+    } else if chain_has::<rustls::Error>(&err) || sources_mention_tls(&err) {
         Class::Tls
-    } else if err.is_connect() {
+    } else if err.is_connect()
+        || chain_has_io_kind(
+            &err,
+            &[
+                std::io::ErrorKind::ConnectionRefused,
+                std::io::ErrorKind::HostUnreachable,
+                std::io::ErrorKind::NetworkUnreachable,
+                std::io::ErrorKind::AddrNotAvailable,
+            ],
+        )
+    {
         Class::Connect
     } else {
         Class::Protocol
     };
     (class, detail)
+}
+
+/// The fallback for a TLS error that a layer in between turned into text: the messages of
+/// the *sources* only (the top-level message names the URL), with the URL cut out anyway.
+fn sources_mention_tls(err: &reqwest::Error) -> bool {
+    let url = err.url().map(Url::as_str).unwrap_or("");
+    let Some(source) = err.source() else {
+        return false;
+    };
+    walk(source, &mut |e| {
+        let mut text = e.to_string();
+        if !url.is_empty() {
+            text = text.replace(url, "");
+        }
+        let text = text.to_ascii_lowercase();
+        text.contains("certificate") || text.contains("tls handshake")
+    })
 }
 
 /// Walks the source chain, looking inside `io::Error`s too: their `source()` skips the error
@@ -623,10 +649,10 @@ fn chain_has<T: StdError + 'static>(err: &reqwest::Error) -> bool {
     walk(err, &mut |e| e.is::<T>())
 }
 
-fn chain_has_timed_out(err: &reqwest::Error) -> bool {
+fn chain_has_io_kind(err: &reqwest::Error, kinds: &[std::io::ErrorKind]) -> bool {
     walk(err, &mut |e| {
         e.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+            .is_some_and(|io| kinds.contains(&io.kind()))
     })
 }
 

@@ -284,6 +284,21 @@ async fn refused_connection_is_a_connect_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn words_in_the_url_do_not_change_the_class() {
+    let port = support::closed_port().await;
+    for path in [
+        "/tls/a.png",
+        "/dns error/tls handshake/certificate.png",
+        "/x.png?q=TLS+certificate+dns+error+timed+out",
+    ] {
+        let o = checker()
+            .check_url(&Url::parse(&format!("http://127.0.0.1:{port}{path}")).unwrap())
+            .await;
+        assert_eq!((o.class, o.attempts), (Class::Connect, 1), "{o:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_http_on_https_url_is_a_tls_error() {
     let addr = support::plaintext_listener().await;
     let o = checker()
