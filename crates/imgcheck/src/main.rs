@@ -16,7 +16,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 const EXIT_CODES: &str = "\
 Exit codes:
   0  every record is OK
-  1  unexpected error
+  1  unexpected error, also when a check failed internally (its records are reported
+     with class `internal_error`)
   2  broken records found (their lines are on the output)
   3  configuration or input error; nothing was checked
   4  --max-runtime reached; unchecked records are reported with class `unchecked`";
