@@ -22,7 +22,9 @@ pub const DEFAULT_CONCURRENCY: usize = 128;
 pub const DEFAULT_PER_HOST: usize = 16;
 /// Time allowed to establish a TCP connection.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Time allowed for one request from start to the last byte read, connect and DNS included.
+/// Time allowed for one attempt at a URL: DNS, connect, answer and body of the `HEAD`, the
+/// `GET` fallback and every redirect, all together. Each retry gets a fresh allowance; waits
+/// for a per-host slot and backoff waits between attempts do not count.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// Retries after a transient failure (timeout, 5xx, 429); 2 means at most 3 attempts.
 pub const DEFAULT_MAX_RETRIES: u32 = 2;
@@ -131,7 +133,9 @@ impl CheckerBuilder {
         self
     }
 
-    /// Whole-request timeout, body reading included ([`DEFAULT_REQUEST_TIMEOUT`]).
+    /// Time allowed for one attempt, all hops together: `HEAD`, the `GET` fallback and every
+    /// redirect, DNS, connect and body reading included ([`DEFAULT_REQUEST_TIMEOUT`]). Waits for
+    /// a per-host slot do not count; each retry gets a fresh allowance.
     pub fn request_timeout(mut self, d: Duration) -> Self {
         self.request_timeout = d;
         self
@@ -206,7 +210,7 @@ impl CheckerBuilder {
             // host, loops must be told apart from long chains, and the final URL is reported.
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(self.connect_timeout)
-            .timeout(self.request_timeout)
+            // No per-request `.timeout()`: one deadline per attempt covers all its hops.
             .pool_max_idle_per_host(self.per_host)
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .user_agent(self.user_agent.clone())
@@ -298,7 +302,8 @@ impl Checker {
     }
 
     /// Checks one URL, with retries, and returns its verdict. Never fails and never hangs:
-    /// every request is bounded by the request timeout, every wait by the backoff caps.
+    /// every attempt (all its hops) is bounded by the request timeout, every wait by the
+    /// backoff caps.
     pub async fn check_url(&self, url: &Url) -> UrlOutcome {
         let started = Instant::now();
         let config = &self.inner.config;
@@ -331,10 +336,13 @@ impl Checker {
         }
     }
 
-    /// One attempt: `HEAD`, and `GET` when `HEAD` was rejected or could not tell.
+    /// One attempt: `HEAD`, and `GET` when `HEAD` was rejected or could not tell. Every hop
+    /// of both shares one deadline, `request_timeout` from now (pushed back by the time spent
+    /// waiting for per-host slots, which is our own politeness, not the server's slowness).
     async fn attempt(&self, url: &Url, skip_head: &mut bool) -> Verdict {
+        let mut deadline = Instant::now() + self.inner.config.request_timeout;
         if !*skip_head {
-            match self.fetch(url, Method::HEAD).await {
+            match self.fetch(url, Method::HEAD, &mut deadline).await {
                 Ok(a) if a.status.is_success() => {
                     if a.content_type.starts_with("image/") {
                         return Verdict::from_answer(&a, Class::Ok, None);
@@ -354,7 +362,7 @@ impl Checker {
                 Err(v) => return v,
             }
         }
-        match self.fetch(url, Method::GET).await {
+        match self.fetch(url, Method::GET, &mut deadline).await {
             Ok(a) if a.status.is_success() => {
                 if a.content_type.starts_with("image/") {
                     Verdict::from_answer(&a, Class::Ok, None)
@@ -373,13 +381,18 @@ impl Checker {
         }
     }
 
-    /// Sends `method` to `start` and follows redirects.
-    async fn fetch(&self, start: &Url, method: Method) -> Result<Answer, Verdict> {
+    /// Sends `method` to `start` and follows redirects, all before `deadline`.
+    async fn fetch(
+        &self,
+        start: &Url,
+        method: Method,
+        deadline: &mut Instant,
+    ) -> Result<Answer, Verdict> {
         let mut current = start.clone();
         let mut visited = HashSet::from([start.clone()]);
         let mut redirects = 0;
         loop {
-            match self.hop(&current, &method).await {
+            match self.hop(&current, &method, deadline).await {
                 Hop::Answer(a) => return Ok(a),
                 Hop::Failed(class, detail) => return Err(Verdict::failed(class, &current, detail)),
                 Hop::Redirect(status, location) => {
@@ -430,10 +443,13 @@ impl Checker {
         }
     }
 
-    /// One request to one URL, under its host's limit and the request timeout.
-    async fn hop(&self, url: &Url, method: &Method) -> Hop {
+    /// One request to one URL, under its host's limit and before the attempt's `deadline`.
+    /// The wait for the host's slot moves the deadline back by as long as it took.
+    async fn hop(&self, url: &Url, method: &Method, deadline: &mut Instant) -> Hop {
         let config = &self.inner.config;
+        let waiting = Instant::now();
         let _permit = self.host_permit(url).await;
+        *deadline += waiting.elapsed();
         let is_get = method == Method::GET;
         let exchange = async {
             let mut request = self.inner.client.request(method.clone(), url.clone());
@@ -476,13 +492,13 @@ impl Checker {
                 prefix,
             }))
         };
-        match tokio::time::timeout(config.request_timeout, exchange).await {
+        match tokio::time::timeout_at(*deadline, exchange).await {
             Ok(Ok(hop)) => hop,
             Ok(Err((class, detail))) => Hop::Failed(class, detail),
             Err(_) => Hop::Failed(
                 Class::Timeout,
                 format!(
-                    "no complete answer within {}",
+                    "no complete answer within {} (one attempt, redirects and GET fallback included)",
                     humantime::format_duration(config.request_timeout)
                 ),
             ),
@@ -556,27 +572,53 @@ fn judge_status(a: &Answer) -> Verdict {
     Verdict::from_answer(a, class, Some(format!("HTTP {}", a.status)))
 }
 
-/// Maps a transport error to its class. The resolver's own error type marks DNS failures and
-/// rustls' error type marks TLS failures; the message is the fallback for TLS, whose errors
-/// may reach us already turned into text by a layer in between.
+/// Maps a transport error to its class, by the types in its source chain, never by the
+/// top-level message: that one names the URL, and a URL may contain any word.
+///
+/// Our resolver's [`ResolveError`] marks DNS failures, rustls' error type TLS failures (they
+/// happen inside reqwest's connector, so they must be told apart before the generic connect
+/// failures), `io::ErrorKind::TimedOut` or reqwest's own flag timeouts.
 fn classify(err: reqwest::Error) -> (Class, String) {
     let detail = error_chain(&err);
-    let lower = detail.to_ascii_lowercase();
-    let class = if chain_has::<ResolveError>(&err) || lower.contains("dns error") {
+    let class = if chain_has::<ResolveError>(&err) {
         Class::Dns
-    } else if err.is_timeout() || chain_has_timed_out(&err) {
+    } else if err.is_timeout() || chain_has_io_kind(&err, &[std::io::ErrorKind::TimedOut]) {
         Class::Timeout
-    } else if chain_has::<rustls::Error>(&err)
-        || lower.contains("certificate")
-        || lower.contains("tls")
-    {
+    } else if chain_has::<rustls::Error>(&err) || sources_mention_tls(&err) {
         Class::Tls
-    } else if err.is_connect() {
+    } else if err.is_connect()
+        || chain_has_io_kind(
+            &err,
+            &[
+                std::io::ErrorKind::ConnectionRefused,
+                std::io::ErrorKind::HostUnreachable,
+                std::io::ErrorKind::NetworkUnreachable,
+                std::io::ErrorKind::AddrNotAvailable,
+            ],
+        )
+    {
         Class::Connect
     } else {
         Class::Protocol
     };
     (class, detail)
+}
+
+/// The fallback for a TLS error that a layer in between turned into text: the messages of
+/// the *sources* only (the top-level message names the URL), with the URL cut out anyway.
+fn sources_mention_tls(err: &reqwest::Error) -> bool {
+    let url = err.url().map(Url::as_str).unwrap_or("");
+    let Some(source) = err.source() else {
+        return false;
+    };
+    walk(source, &mut |e| {
+        let mut text = e.to_string();
+        if !url.is_empty() {
+            text = text.replace(url, "");
+        }
+        let text = text.to_ascii_lowercase();
+        text.contains("certificate") || text.contains("tls handshake")
+    })
 }
 
 /// Walks the source chain, looking inside `io::Error`s too: their `source()` skips the error
@@ -607,10 +649,10 @@ fn chain_has<T: StdError + 'static>(err: &reqwest::Error) -> bool {
     walk(err, &mut |e| e.is::<T>())
 }
 
-fn chain_has_timed_out(err: &reqwest::Error) -> bool {
+fn chain_has_io_kind(err: &reqwest::Error, kinds: &[std::io::ErrorKind]) -> bool {
     walk(err, &mut |e| {
         e.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+            .is_some_and(|io| kinds.contains(&io.kind()))
     })
 }
 

@@ -8,7 +8,8 @@
 //!   and never reads more than a capped number of bytes of a body;
 //! * accepts a URL only when the final status is 2xx and the answer is an image
 //!   (`image/*`, or image magic bytes behind a missing or generic type);
-//! * bounds everything: global and per-host concurrency, connect and whole-request timeouts,
+//! * bounds everything: global and per-host concurrency, a connect timeout and one deadline
+//!   per attempt covering all its hops (`HEAD`, `GET` fallback, redirects),
 //!   capped retries for transient failures only, capped `Retry-After`, and a run deadline;
 //! * requests each distinct URL once, however many records carry it, and can skip URLs a
 //!   [`ResultCache`] saw OK recently.

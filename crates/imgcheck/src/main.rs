@@ -16,7 +16,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 const EXIT_CODES: &str = "\
 Exit codes:
   0  every record is OK
-  1  unexpected error
+  1  unexpected error, also when a check failed internally (its records are reported
+     with class `internal_error`)
   2  broken records found (their lines are on the output)
   3  configuration or input error; nothing was checked
   4  --max-runtime reached; unchecked records are reported with class `unchecked`";
@@ -67,7 +68,9 @@ struct Args {
     #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
     connect_timeout: Duration,
 
-    /// Whole-request timeout (DNS, connect, answer and body).
+    /// Time allowed for one attempt at a URL, all hops together: DNS, connect, answer and body
+    /// of the HEAD, the GET fallback and every redirect. Each retry gets a fresh allowance;
+    /// waits for a --per-host slot and backoff waits do not count.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "15s")]
     timeout: Duration,
 
@@ -275,7 +278,7 @@ fn run(args: Args) -> Result<ExitCode, Failure> {
             cache.as_mut(),
             &mut progress,
         ))
-        .context("checking the URLs")?;
+        .context("reading the result cache")?;
     // Cancelled checks may still hold sockets; do not wait for them.
     runtime.shutdown_background();
 

@@ -43,11 +43,14 @@ pub enum Class {
     InvalidUrl,
     /// The run's deadline (`--max-runtime`) came before this URL was checked.
     Unchecked,
+    /// The check itself failed unexpectedly (a bug: its task panicked), so nothing is known
+    /// about the URL. The run's exit code is then [`crate::EXIT_ERROR`].
+    InternalError,
 }
 
 impl Class {
     /// Every class, in report order.
-    pub const ALL: [Class; 13] = [
+    pub const ALL: [Class; 14] = [
         Class::Ok,
         Class::NotFound,
         Class::HttpStatus,
@@ -61,6 +64,7 @@ impl Class {
         Class::Protocol,
         Class::InvalidUrl,
         Class::Unchecked,
+        Class::InternalError,
     ];
 
     /// The stable snake_case name used in output files and the summary.
@@ -79,6 +83,7 @@ impl Class {
             Class::Protocol => "protocol",
             Class::InvalidUrl => "invalid_url",
             Class::Unchecked => "unchecked",
+            Class::InternalError => "internal_error",
         }
     }
 

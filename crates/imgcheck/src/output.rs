@@ -117,6 +117,16 @@ pub fn write_summary(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
             s.broken_records
         )?;
     }
+    if s.internal_errors > 0 {
+        writeln!(
+            out,
+            "imgcheck: error: the check of {} URLs failed unexpectedly (class internal_error)",
+            s.internal_errors
+        )?;
+    }
+    if let Some(warning) = &s.cache_warning {
+        writeln!(out, "imgcheck: warning: {warning}")?;
+    }
     writeln!(
         out,
         "imgcheck: elapsed {:.2}s, {:.0} URLs/s{}",

@@ -21,7 +21,8 @@ use crate::outcome::{Class, UrlOutcome};
 
 /// Exit code: every record is OK.
 pub const EXIT_OK: u8 = 0;
-/// Exit code: an unexpected error stopped the run.
+/// Exit code: an unexpected error stopped the run, or a check failed unexpectedly (its
+/// records are reported with class `internal_error`). Takes precedence over every other code.
 pub const EXIT_ERROR: u8 = 1;
 /// Exit code: at least one record is broken (invalid URLs included).
 pub const EXIT_BROKEN: u8 = 2;
@@ -97,6 +98,14 @@ pub struct Summary {
     pub elapsed: Duration,
     /// True when the run stopped at its deadline.
     pub deadline_reached: bool,
+    /// Distinct URLs whose check failed unexpectedly (class `internal_error`, also counted in
+    /// `broken`).
+    pub internal_errors: usize,
+    /// Why this run's verdicts could not be stored in the result cache, if they could not.
+    /// Only a warning: the verdicts themselves are complete, and the next run simply checks
+    /// again what this one could not record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_warning: Option<String>,
 }
 
 fn serialize_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -114,10 +123,12 @@ impl Summary {
         }
     }
 
-    /// The process exit code this summary calls for ([`EXIT_OK`], [`EXIT_BROKEN`] or
-    /// [`EXIT_DEADLINE`]).
+    /// The process exit code this summary calls for ([`EXIT_OK`], [`EXIT_ERROR`],
+    /// [`EXIT_BROKEN`] or [`EXIT_DEADLINE`]).
     pub fn exit_code(&self) -> u8 {
-        if self.deadline_reached {
+        if self.internal_errors > 0 {
+            EXIT_ERROR
+        } else if self.deadline_reached {
             EXIT_DEADLINE
         } else if self.broken_records > 0 {
             EXIT_BROKEN
@@ -157,6 +168,10 @@ struct Target {
 /// makes them wait. At the deadline the checks in flight are cancelled and every URL without a
 /// verdict is reported as [`Class::Unchecked`]. With a cache, fresh OK verdicts are reused and
 /// this run's verdicts are stored (also after a deadline).
+///
+/// Errors only when the cache cannot be read, before any request is sent. Failing to store
+/// the verdicts afterwards is not an error: the report is returned with
+/// [`Summary::cache_warning`] set, so that the broken records still get written.
 pub async fn run(
     checker: &Checker,
     records: Vec<Record>,
@@ -164,6 +179,34 @@ pub async fn run(
     cache: Option<&mut ResultCache>,
     progress: &mut dyn Progress,
 ) -> Result<RunReport, CacheError> {
+    let check = |url: Url| {
+        let checker = checker.clone();
+        async move { checker.check_url(&url).await }
+    };
+    run_with(
+        checker.concurrency(),
+        check,
+        records,
+        options,
+        cache,
+        progress,
+    )
+    .await
+}
+
+/// [`run`] with the check of one URL given as a function, so tests can make it misbehave.
+async fn run_with<F, Fut>(
+    concurrency: usize,
+    check: F,
+    records: Vec<Record>,
+    options: &RunOptions,
+    cache: Option<&mut ResultCache>,
+    progress: &mut dyn Progress,
+) -> Result<RunReport, CacheError>
+where
+    F: Fn(Url) -> Fut,
+    Fut: Future<Output = UrlOutcome> + Send + 'static,
+{
     let started = Instant::now();
     let deadline = options.max_runtime.map(|d| started + d);
 
@@ -228,18 +271,15 @@ pub async fn run(
     let mut deadline_reached = false;
     {
         let jobs = order.into_iter().map(|t| {
-            let checker = checker.clone();
             let url = targets[t]
                 .parsed
                 .clone()
                 .expect("only parsed URLs are checked");
             // Spawned, so checks run on every worker thread; AbortOnDrop cancels them when the
             // deadline drops the stream.
-            AbortOnDrop(tokio::spawn(
-                async move { (t, checker.check_url(&url).await) },
-            ))
+            AbortOnDrop(t, tokio::spawn(check(url)))
         });
-        let mut done = futures_util::stream::iter(jobs).buffer_unordered(checker.concurrency());
+        let mut done = futures_util::stream::iter(jobs).buffer_unordered(concurrency);
         loop {
             let next = match deadline {
                 Some(at) => match tokio::time::timeout_at(at, done.next()).await {
@@ -252,14 +292,24 @@ pub async fn run(
                 None => done.next().await,
             };
             match next {
-                Some(Ok((t, outcome))) => {
+                Some((t, Ok(outcome))) => {
                     progress.url_done(&outcome);
                     outcomes[t] = Some(Arc::new(outcome));
                 }
-                Some(Err(join_error)) => {
-                    // A check never panics by design; if one did, report the URL rather than
-                    // lose it.
-                    tracing::error!(%join_error, "a check task failed");
+                Some((t, Err(join_error))) => {
+                    // A check never panics by design; if one did, report the URL as an
+                    // internal error (exit code 1) rather than lose it or blame the deadline.
+                    tracing::error!(%join_error, url = %targets[t].key, "a check task failed");
+                    let outcome = UrlOutcome::without_request(
+                        targets[t].key.clone(),
+                        Class::InternalError,
+                        Some(format!(
+                            "the check failed unexpectedly: {}",
+                            join_message(join_error)
+                        )),
+                    );
+                    progress.url_done(&outcome);
+                    outcomes[t] = Some(Arc::new(outcome));
                 }
                 None => break,
             }
@@ -267,6 +317,7 @@ pub async fn run(
     }
     progress.finish();
 
+    let mut cache_warning = None;
     if let Some(cache) = cache {
         let verdicts = targets.iter().zip(&outcomes).filter_map(|(target, o)| {
             let o = o.as_ref()?;
@@ -275,7 +326,10 @@ pub async fn run(
             }
             Some((target.key.as_str(), o.class.is_ok(), o.final_url.as_deref()))
         });
-        cache.store(verdicts, SystemTime::now())?;
+        if let Err(e) = cache.store(verdicts, SystemTime::now()) {
+            tracing::warn!(error = %e, "the result cache was not updated");
+            cache_warning = Some(format!("the result cache was not updated: {e}"));
+        }
     }
 
     let mut summary = Summary {
@@ -283,20 +337,22 @@ pub async fn run(
         distinct_urls: targets.len(),
         skipped_from_cache,
         deadline_reached,
+        cache_warning,
         ..Summary::default()
     };
     let mut results: Vec<Option<RecordResult>> = vec![None; records.len()];
     let mut records: Vec<Option<Record>> = records.into_iter().map(Some).collect();
     for (target, outcome) in targets.iter().zip(outcomes) {
         let outcome = outcome.unwrap_or_else(|| {
-            let detail = if deadline_reached {
-                "the run deadline came first"
+            // Only the deadline leaves a URL without a verdict; anything else is a bug.
+            let (class, detail) = if deadline_reached {
+                (Class::Unchecked, "the run deadline came first")
             } else {
-                "the check task failed"
+                (Class::InternalError, "no verdict was recorded")
             };
             Arc::new(UrlOutcome::without_request(
                 target.key.clone(),
-                Class::Unchecked,
+                class,
                 Some(detail.to_string()),
             ))
         });
@@ -307,6 +363,9 @@ pub async fn run(
             Class::Ok => summary.ok += 1,
             Class::Unchecked => summary.unchecked += 1,
             class => *summary.broken.entry(class).or_default() += 1,
+        }
+        if outcome.class == Class::InternalError {
+            summary.internal_errors += 1;
         }
         if !outcome.class.is_ok() {
             summary.broken_records += target.records.len();
@@ -359,20 +418,37 @@ fn interleave_by_host(targets: &[Target], indices: Vec<usize>) -> Vec<usize> {
     order
 }
 
-/// A spawned task that is aborted when its handle is dropped.
-struct AbortOnDrop<T>(JoinHandle<T>);
+/// The panic message of a failed task, or the join error itself.
+fn join_message(e: tokio::task::JoinError) -> String {
+    if !e.is_panic() {
+        return e.to_string();
+    }
+    let payload = e.into_panic();
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        format!("it panicked: {s}")
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        format!("it panicked: {s}")
+    } else {
+        "it panicked".to_string()
+    }
+}
+
+/// The spawned check of target `.0`, aborted when its handle is dropped. Yields the target
+/// with the task's result, so a failed task can still be matched to its URL.
+struct AbortOnDrop<T>(usize, JoinHandle<T>);
 
 impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
-        self.0.abort();
+        self.1.abort();
     }
 }
 
 impl<T> Future for AbortOnDrop<T> {
-    type Output = Result<T, tokio::task::JoinError>;
+    type Output = (usize, Result<T, tokio::task::JoinError>);
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0).poll(cx)
+        let t = self.0;
+        Pin::new(&mut self.1).poll(cx).map(|r| (t, r))
     }
 }
 
@@ -396,8 +472,34 @@ mod tests {
         );
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicked_check_is_an_unexpected_error() {
+        let check = |url: Url| async move {
+            assert!(!url.path().contains("boom"), "the check blew up");
+            let mut outcome = UrlOutcome::without_request(url.to_string(), Class::Ok, None);
+            outcome.attempts = 1;
+            outcome
+        };
+        let records = vec![
+            Record::new("1", "http://a.test/ok.png"),
+            Record::new("2", "http://a.test/boom.png"),
+            Record::new("3", "http://a.test/boom.png"),
+        ];
+        let report = run_with(2, check, records, &RunOptions::default(), None, &mut ())
+            .await
+            .unwrap();
+        let s = &report.summary;
+        assert_eq!(s.exit_code(), EXIT_ERROR, "{s:?}");
+        assert_eq!((s.ok, s.unchecked, s.broken_records), (1, 0, 2), "{s:?}");
+        for r in &report.results[1..] {
+            assert_eq!(r.outcome.class.as_str(), "internal_error", "{r:?}");
+            let detail = r.outcome.detail.as_deref().unwrap_or("");
+            assert!(detail.contains("the check blew up"), "{detail}");
+        }
+    }
+
     #[test]
-    fn exit_code_prefers_deadline_over_broken() {
+    fn exit_code_prefers_error_then_deadline_then_broken() {
         let mut s = Summary {
             broken_records: 1,
             ..Summary::default()
@@ -405,6 +507,8 @@ mod tests {
         assert_eq!(s.exit_code(), EXIT_BROKEN);
         s.deadline_reached = true;
         assert_eq!(s.exit_code(), EXIT_DEADLINE);
+        s.internal_errors = 1;
+        assert_eq!(s.exit_code(), EXIT_ERROR);
         assert_eq!(Summary::default().exit_code(), EXIT_OK);
     }
 }

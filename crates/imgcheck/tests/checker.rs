@@ -207,6 +207,36 @@ async fn server_that_never_answers_times_out() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_covers_all_hops_of_an_attempt() {
+    let server = Server::start().await;
+    // Every hop answers in 600 ms, under the 1 s timeout; five hops take 3 s in all.
+    let timeout = Duration::from_secs(1);
+    assert!(support::SLOW_HOP < timeout);
+    let checker = Checker::builder()
+        .request_timeout(timeout)
+        .max_retries(1)
+        .backoff(Duration::from_millis(10), Duration::from_millis(10))
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let o = checker
+        .check_url(&Url::parse(&server.url("/slowchain/4")).unwrap())
+        .await;
+    let elapsed = started.elapsed();
+    assert_eq!((o.class, o.attempts), (Class::Timeout, 2), "{o:?}");
+    // Two attempts of one timeout each, not hops x timeout; generous for a loaded machine.
+    assert!(
+        elapsed < timeout * 2 + Duration::from_millis(1500),
+        "{elapsed:?}"
+    );
+    assert_eq!(
+        server.count("/slowchain/1"),
+        0,
+        "the chain was never finished"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_listener_times_out() {
     let addr = support::silent_listener().await;
     let checker = Checker::builder()
@@ -251,6 +281,21 @@ async fn refused_connection_is_a_connect_error() {
         .check_url(&Url::parse(&format!("http://127.0.0.1:{port}/x.png")).unwrap())
         .await;
     assert_eq!((o.class, o.attempts), (Class::Connect, 1), "{o:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn words_in_the_url_do_not_change_the_class() {
+    let port = support::closed_port().await;
+    for path in [
+        "/tls/a.png",
+        "/dns error/tls handshake/certificate.png",
+        "/x.png?q=TLS+certificate+dns+error+timed+out",
+    ] {
+        let o = checker()
+            .check_url(&Url::parse(&format!("http://127.0.0.1:{port}{path}")).unwrap())
+            .await;
+        assert_eq!((o.class, o.attempts), (Class::Connect, 1), "{o:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -324,6 +369,25 @@ async fn cache_skips_recent_ok_and_rechecks_failures() {
     assert_eq!(second.summary.checked, 1);
     assert!(second.results[0].outcome.from_cache);
     assert_eq!(second.results[1].outcome.class, Class::NotFound);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_cache_write_is_a_warning_not_an_error() {
+    let server = Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cache.db");
+    support::unwritable_cache(&path);
+    let mut cache = ResultCache::open(&path).unwrap();
+    let records = vec![
+        Record::new("1", server.url("/ok.png")),
+        Record::new("2", server.url("/missing.png")),
+    ];
+    let report = run(records, Some(&mut cache)).await;
+    let s = &report.summary;
+    assert_eq!((s.checked, s.ok, s.broken_records), (2, 1, 1));
+    assert_eq!(s.exit_code(), imgcheck::EXIT_BROKEN);
+    let warning = s.cache_warning.as_deref().expect("a cache warning");
+    assert!(warning.contains("disk says no"), "{warning}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

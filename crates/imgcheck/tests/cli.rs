@@ -215,6 +215,7 @@ async fn help_documents_exit_codes() {
         "2  broken",
         "3  configuration",
         "4  --max-runtime",
+        "one attempt at a URL, all hops together",
     ] {
         assert!(help.contains(needle), "{needle} missing from --help");
     }
@@ -267,4 +268,28 @@ async fn cache_file_skips_ok_urls_on_the_next_run() {
     assert_eq!(server.count("/cached.png"), 1);
     assert_eq!(server.count("/missing.png"), 4);
     assert!(String::from_utf8_lossy(&second.stderr).contains("1 skipped from cache"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_cache_write_still_writes_the_broken_records() {
+    let server = Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache.db");
+    crate::support::unwritable_cache(&cache);
+    let input = format!(
+        "{}\n{}\n",
+        server.url("/ok.png"),
+        server.url("/missing.png")
+    );
+    let out = imgcheck(args(&["--cache", cache.to_str().unwrap()]), Some(input)).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let lines = jsonl(&out);
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["class"], "not_found");
+    assert!(stderr.contains("2 checked, 1 ok"), "{stderr}");
+    assert!(
+        stderr.contains("warning: the result cache was not updated"),
+        "{stderr}"
+    );
 }

@@ -19,6 +19,9 @@ use tokio::time::Instant;
 pub const PNG: &[u8] =
     b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89";
 
+/// How long each hop of `/slowchain/N` takes to answer.
+pub const SLOW_HOP: Duration = Duration::from_millis(600);
+
 /// One request as the server saw it.
 #[derive(Debug, Clone)]
 pub struct Seen {
@@ -230,6 +233,17 @@ impl Server {
                 }
                 false
             }
+            p if p.starts_with("/slowchain/") => {
+                // Like /chain/N, but every hop takes SLOW_HOP to answer.
+                tokio::time::sleep(SLOW_HOP).await;
+                let n: u32 = p["/slowchain/".len()..].parse().unwrap_or(0);
+                let next = if n == 0 {
+                    "/ok.png".to_string()
+                } else {
+                    format!("/slowchain/{}", n - 1)
+                };
+                redirect(stream, &next, head).await
+            }
             p if p.starts_with("/chain/") => {
                 // /chain/N redirects to /chain/N-1; /chain/0 to the image.
                 let n: u32 = p["/chain/".len()..].parse().unwrap_or(0);
@@ -302,6 +316,18 @@ async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String,
         }
         buf.extend_from_slice(&chunk[..n]);
     }
+}
+
+/// A result cache at `path` that opens and reads fine but refuses every write: triggers abort
+/// each insert and delete. Works as root, unlike a read-only file or directory.
+pub fn unwritable_cache(path: &std::path::Path) {
+    drop(imgcheck::ResultCache::open(path).unwrap());
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch(
+        "CREATE TRIGGER no_insert BEFORE INSERT ON url_ok BEGIN SELECT RAISE(ABORT, 'disk says no'); END;
+         CREATE TRIGGER no_delete BEFORE DELETE ON url_ok BEGIN SELECT RAISE(ABORT, 'disk says no'); END;",
+    )
+    .unwrap();
 }
 
 /// A port on 127.0.0.1 where nothing listens (bound, then released).
