@@ -369,8 +369,9 @@ pub mod checks {
 
 /// Checks that the store can work: the endpoint answers, the table exists with the right key
 /// schema, TTL collects garbage on the right attribute, and every action the store calls is
-/// allowed (exercised on a sentinel key with a condition that always fails, so nothing is
-/// written). Never fails: every failure is a line of the report with a fix.
+/// allowed, on its own and inside the transaction that ends every run (exercised on a sentinel
+/// key with a condition that always fails, so nothing is written). Never fails: every failure
+/// is a line of the report with a fix.
 pub async fn doctor(store: &DynamoStore) -> DoctorReport {
     let t = store.target().clone();
     let mut checks = Vec::new();
