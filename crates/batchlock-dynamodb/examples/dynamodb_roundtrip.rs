@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! dynamodb_roundtrip roundtrip ENDPOINT [ITERATIONS]
-//!     median (and spread) of one raw conditional PutItem through the SDK
+//!     median (and spread) of one raw conditional PutItem through the SDK, then the medians of
+//!     the two store calls of a run (try_acquire, release_and_record)
 //! dynamodb_roundtrip startup ENDPOINT [--static-credentials]
 //!     time from process start (BATCHLOCK_BENCH_T0_NS, set by the caller just before exec) to
 //!     the first request leaving the process, with whatever AWS environment the process has
@@ -15,6 +16,7 @@ use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::error::BoxError;
 use aws_sdk_dynamodb::types::AttributeValue;
+use batchlock::{Acquire, AcquireRequest, Holder, LeaseStore, LockKey, RunOutcome, RunRecord};
 use batchlock_dynamodb::{DynamoConfig, DynamoStore, PARTITION_KEY, SORT_KEY, init_table};
 
 const USAGE: &str = "usage: dynamodb_roundtrip roundtrip ENDPOINT [ITERATIONS] | startup ENDPOINT [--static-credentials]";
@@ -78,6 +80,73 @@ async fn roundtrip(endpoint: &str, iterations: usize) -> Result<(), Box<dyn std:
         ms(pct(0.9)),
         ms(samples[0]),
         ms(samples[samples.len() - 1]),
+    );
+
+    // The two calls `batchlock run` makes, on the same client: how many "PutItem round trips"
+    // each really is on this server. Each run adds a run item, as `batchlock run` does.
+    let runs = iterations.min(100);
+    let (mut acquires, mut ends) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
+    let mut two_calls = Vec::with_capacity(runs);
+    for i in 0..runs + 10 {
+        let owner = format!("bench-{i}");
+        let request = AcquireRequest {
+            key: LockKey::new("bench-run")?,
+            owner: owner.clone(),
+            holder: Holder::current(),
+            ttl: Duration::from_secs(60),
+        };
+        let started = Instant::now();
+        let Acquire::Acquired(lease) = store.try_acquire(&request).await? else {
+            return Err("bench-run is held".into());
+        };
+        let acquired = started.elapsed();
+        let run = RunRecord {
+            key: lease.key.clone(),
+            run_id: owner,
+            token: Some(lease.token),
+            holder: Holder::current(),
+            command: vec!["true".into()],
+            started_at_ms: 1,
+            ended_at_ms: 2,
+            outcome: RunOutcome::Ok,
+            exit_code: Some(0),
+            signal: None,
+            message: None,
+        };
+        let started = Instant::now();
+        store.release_and_record(&lease, &run).await?;
+        let ended = started.elapsed();
+
+        // For comparison, the same end as the trait's default does it: two plain calls.
+        let request = AcquireRequest {
+            owner: format!("bench-{i}-plain"),
+            ..request
+        };
+        let Acquire::Acquired(lease) = store.try_acquire(&request).await? else {
+            return Err("bench-run is held".into());
+        };
+        let run = RunRecord {
+            run_id: request.owner.clone(),
+            token: Some(lease.token),
+            ..run
+        };
+        let started = Instant::now();
+        store.release(&lease).await?;
+        store.append_run(&run).await?;
+        if i >= 10 {
+            acquires.push(acquired);
+            ends.push(ended);
+            two_calls.push(started.elapsed());
+        }
+    }
+    for samples in [&mut acquires, &mut ends, &mut two_calls] {
+        samples.sort();
+    }
+    println!(
+        "store calls over {runs} runs: try_acquire (UpdateItem) median {:.2} ms, release_and_record (TransactWriteItems) median {:.2} ms; the same end as two plain calls (UpdateItem, PutItem) median {:.2} ms",
+        ms(acquires[runs / 2]),
+        ms(ends[runs / 2]),
+        ms(two_calls[runs / 2]),
     );
     Ok(())
 }

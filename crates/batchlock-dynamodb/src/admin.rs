@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, Put,
     ScalarAttributeType, TableDescription, TableStatus, TimeToLiveSpecification, TimeToLiveStatus,
+    TransactWriteItem, Update,
 };
 use batchlock::StoreError;
 use batchlock::lease::now_millis;
@@ -362,12 +363,15 @@ pub mod checks {
     pub const KEY_SCHEMA: &str = "key schema";
     /// TTL enabled on `gc_at`.
     pub const TTL: &str = "ttl";
+    /// `UpdateItem` and `PutItem` allowed inside `TransactWriteItems` (the end of every run).
+    pub const TRANSACTIONS: &str = "transactions";
 }
 
 /// Checks that the store can work: the endpoint answers, the table exists with the right key
 /// schema, TTL collects garbage on the right attribute, and every action the store calls is
-/// allowed (exercised on a sentinel key with a condition that always fails, so nothing is
-/// written). Never fails: every failure is a line of the report with a fix.
+/// allowed, on its own and inside the transaction that ends every run (exercised on a sentinel
+/// key with a condition that always fails, so nothing is written). Never fails: every failure
+/// is a line of the report with a fix.
 pub async fn doctor(store: &DynamoStore) -> DoctorReport {
     let t = store.target().clone();
     let mut checks = Vec::new();
@@ -561,7 +565,70 @@ async fn permission_checks(store: &DynamoStore) -> Vec<Check> {
 
     let scan = store.client().scan().table_name(&t.table).limit(1).send();
     results.push(verdict(store, "Scan", store.bounded("Scan", scan).await));
+    results.push(transaction_check(store).await);
     results
+}
+
+/// The end of a run sends its `UpdateItem` and `PutItem` in one `TransactWriteItems`. IAM has
+/// no action of that name (a transaction needs the actions of its parts), but a policy can
+/// deny the parts inside transactions (`dynamodb:EnclosingOperation`). Both parts use the
+/// never-true condition on two sentinel items, so a cancelled transaction proves it allowed.
+async fn transaction_check(store: &DynamoStore) -> Check {
+    let t = store.target();
+    let sentinel = |sk: &str| {
+        std::collections::HashMap::from([
+            (PARTITION_KEY.to_owned(), s(DOCTOR_SENTINEL_PK)),
+            (SORT_KEY.to_owned(), s(sk)),
+        ])
+    };
+    let gc = n(now_millis() / 1000);
+    let update = Update::builder()
+        .table_name(&t.table)
+        .set_key(Some(sentinel("doctor")))
+        .update_expression("SET #gc = :gc")
+        .condition_expression(NEVER)
+        .set_expression_attribute_names(Some(names_for(&["SET #gc = :gc", NEVER])))
+        .expression_attribute_values(":gc", gc.clone())
+        .build()
+        .expect("key, table and expression set");
+    let mut item = sentinel("doctor-run");
+    item.insert(TTL_ATTRIBUTE.to_owned(), gc);
+    let put = Put::builder()
+        .table_name(&t.table)
+        .set_item(Some(item))
+        .condition_expression(NEVER)
+        .set_expression_attribute_names(Some(names_for(&[NEVER])))
+        .build()
+        .expect("item and table set");
+    let call = store
+        .client()
+        .transact_write_items()
+        .transact_items(TransactWriteItem::builder().update(update).build())
+        .transact_items(TransactWriteItem::builder().put(put).build())
+        .send();
+    let result = store.bounded("TransactWriteItems", call).await;
+    match result {
+        Ok(Err(e)) if code(&e) == Some("TransactionCanceledException") => Check::ok(
+            checks::TRANSACTIONS,
+            "UpdateItem + PutItem allowed in TransactWriteItems (sentinel conditions failed as \
+             intended; nothing written)",
+        ),
+        Ok(Err(e)) if code(&e) == Some("AccessDeniedException") => Check::problem(
+            checks::TRANSACTIONS,
+            "UpdateItem + PutItem denied inside TransactWriteItems: each run's end takes two \
+             calls instead of one",
+            format!(
+                "allow dynamodb:UpdateItem and dynamodb:PutItem on table `{}` also when \
+                 dynamodb:EnclosingOperation is TransactWriteItems",
+                t.table
+            ),
+        ),
+        other => {
+            let mut check = verdict(store, "TransactWriteItems", other);
+            check.name = checks::TRANSACTIONS.to_owned();
+            check
+        }
+    }
 }
 
 fn verdict<T, E>(

@@ -87,6 +87,10 @@ pub mod attr {
 
 /// The exact IAM actions the store calls while jobs run (`batchlock run`, `status`, `stop`,
 /// `release`). Grant these on the table's ARN.
+///
+/// The end of a run is a `TransactWriteItems`, which has no IAM action of its own: its parts
+/// are authorised as `UpdateItem` and `PutItem`, so a policy must not deny those inside
+/// transactions (`dynamodb:EnclosingOperation`).
 pub const IAM_ACTIONS: &[&str] = &[
     "dynamodb:GetItem",
     "dynamodb:PutItem",
@@ -104,7 +108,8 @@ pub const INIT_IAM_ACTIONS: &[&str] = &[
 ];
 
 /// The IAM actions [`doctor`] calls: the read-only describes plus the store's own actions,
-/// which it exercises on a sentinel key.
+/// which it exercises on a sentinel key (`UpdateItem` and `PutItem` also inside a
+/// `TransactWriteItems`).
 pub const DOCTOR_IAM_ACTIONS: &[&str] = &[
     "dynamodb:DescribeTable",
     "dynamodb:DescribeTimeToLive",

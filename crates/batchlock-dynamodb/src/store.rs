@@ -2,7 +2,9 @@
 //!
 //! Each method is one conditional `UpdateItem` (or `PutItem`) whose condition is exactly the
 //! decision `batchlock`'s in-process protocol makes; DynamoDB applies the condition and the
-//! write atomically, so two writers can never both see a key as free. When a condition fails,
+//! write atomically, so two writers can never both see a key as free. The end of a run
+//! (`release_and_record`) puts the conditional release and the run item into one
+//! `TransactWriteItems`, so the common path costs one round trip. When a condition fails,
 //! the item as it was comes back in the same answer (`ReturnValuesOnConditionCheckFailure =
 //! ALL_OLD`); servers that do not send it get a strongly consistent read instead.
 
@@ -16,10 +18,15 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::retry::RetryConfig;
 use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::config::{Credentials, Region};
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+    Update,
+};
 use batchlock::lease::{duration_millis, now_millis};
 use batchlock::{
     Acquire, AcquireRequest, Lease, LeaseStore, LockRecord, Release, Renewal, RunRecord, StoreError,
@@ -404,6 +411,92 @@ impl LeaseStore for DynamoStore {
             Ok(_) => Ok(Release::Released),
             Err(old) => Ok(Release::NotHeld(self.old_record(&lease.key, old).await?)),
         }
+    }
+
+    /// The end of every run in one round trip: a `TransactWriteItems` of the conditional
+    /// release (the same update and condition as [`release`](Self::release)) and the `Put` of
+    /// the run item. DynamoDB applies both or neither. If the transaction is cancelled (the
+    /// lease is no longer ours, the run item already exists because an earlier attempt landed,
+    /// a conflicting write, a policy that denies writes inside transactions), nothing was
+    /// written, and the two plain calls decide and record instead: the run is always recorded.
+    async fn release_and_record(
+        &self,
+        lease: &Lease,
+        run: &RunRecord,
+    ) -> Result<Release, StoreError> {
+        let release = Update::builder()
+            .table_name(&self.target.table)
+            .set_key(Some(item::lock_key(&lease.key)))
+            .update_expression(FREE_UPDATE)
+            .condition_expression(OWNS_CONDITION)
+            .set_expression_attribute_names(Some(names_for(&[FREE_UPDATE, OWNS_CONDITION])))
+            .expression_attribute_values(":me", s(lease.owner.clone()))
+            .expression_attribute_values(":token", n(lease.token.0))
+            .expression_attribute_values(":false", AttributeValue::Bool(false))
+            .expression_attribute_values(":gc", n(self.gc_at(now_millis())))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(|e| corrupt(&self.target, format!("cannot build the release: {e}")))?;
+        let record = item::run_item(run, self.gc_at(run.ended_at_ms.max(now_millis())))
+            .map_err(|m| corrupt(&self.target, m))?;
+        let put = Put::builder()
+            .table_name(&self.target.table)
+            .set_item(Some(record))
+            .condition_expression(APPEND_RUN_CONDITION)
+            .set_expression_attribute_names(Some(names_for(&[APPEND_RUN_CONDITION])))
+            .build()
+            .map_err(|e| corrupt(&self.target, format!("cannot build the run item: {e}")))?;
+        let call = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().update(release).build())
+            .transact_items(TransactWriteItem::builder().put(put).build())
+            .send();
+        let reasons = match self.bounded("TransactWriteItems", call).await? {
+            Ok(_) => return Ok(Release::Released),
+            Err(SdkError::ServiceError(e))
+                if matches!(
+                    e.err(),
+                    TransactWriteItemsError::TransactionCanceledException(_)
+                ) =>
+            {
+                match e.into_err() {
+                    TransactWriteItemsError::TransactionCanceledException(c) => {
+                        c.cancellation_reasons.unwrap_or_default()
+                    }
+                    _ => unreachable!("matched above"),
+                }
+            }
+            // Permissions for a transaction are those of its parts, but a policy may deny them
+            // inside transactions only (`dynamodb:EnclosingOperation`). The plain calls then
+            // still work, or fail naming the exact action to grant.
+            Err(SdkError::ServiceError(e)) if e.err().code() == Some("AccessDeniedException") => {
+                tracing::warn!(
+                    table = %self.target.table,
+                    "TransactWriteItems was denied; releasing and recording with two calls \
+                     (run `batchlock doctor`)"
+                );
+                Vec::new()
+            }
+            Err(e) => return Err(self.map("TransactWriteItems", e)),
+        };
+        let codes: Vec<&str> = reasons.iter().map(|r| r.code().unwrap_or("?")).collect();
+        tracing::debug!(
+            key = lease.key,
+            ?codes,
+            "release transaction cancelled; falling back"
+        );
+        let released = match reasons.into_iter().next() {
+            // The release's condition failed: the lease is not ours. The item as it was came
+            // back in the cancellation reason (ALL_OLD), else read it.
+            Some(reason) if reason.code() == Some("ConditionalCheckFailed") => {
+                Release::NotHeld(self.old_record(&lease.key, reason.item).await?)
+            }
+            // Cancelled for another reason: nothing was written, so release on its own.
+            _ => self.release(lease).await?,
+        };
+        self.append_run(run).await?;
+        Ok(released)
     }
 
     async fn get(&self, key: &str) -> Result<Option<LockRecord>, StoreError> {

@@ -7,8 +7,8 @@
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
@@ -16,7 +16,10 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
     ReturnValuesOnConditionCheckFailure, ScalarAttributeType,
 };
-use batchlock::{Acquire, AcquireRequest, Holder, LeaseStore, LockKey, Release, StoreError};
+use batchlock::{
+    Acquire, AcquireRequest, Holder, LeaseStore, LockKey, Release, RunOutcome, RunRecord,
+    StoreError,
+};
 use batchlock_dynamodb::{
     CheckStatus, DynamoConfig, DynamoStore, LOCK_PK_PREFIX, LOCK_SK, PARTITION_KEY, SORT_KEY,
     TTL_ATTRIBUTE, attr, checks, doctor, init_table,
@@ -226,9 +229,13 @@ async fn doctor_reports_missing_ttl_and_init_fixes_it() {
             "{report}"
         );
     }
-    for action in batchlock_dynamodb::IAM_ACTIONS {
+    for check in batchlock_dynamodb::IAM_ACTIONS
+        .iter()
+        .copied()
+        .chain([checks::TRANSACTIONS])
+    {
         assert_eq!(
-            report.check(action).map(|c| &c.status),
+            report.check(check).map(|c| &c.status),
             Some(&CheckStatus::Ok),
             "{report}"
         );
@@ -476,24 +483,47 @@ async fn hanging_server_times_out() {
     drop(holder);
 }
 
-/// A loopback proxy in front of the test server that deletes `Item` from every
-/// `ConditionalCheckFailedException` answer: a server that ignores
-/// `ReturnValuesOnConditionCheckFailure`. Returns its endpoint and how many items it removed.
-fn proxy_without_all_old(upstream: &str) -> (String, Arc<AtomicUsize>) {
+/// A loopback proxy in front of the test server that notes the action (`X-Amz-Target`) of
+/// every request and, if `strip_all_old`, deletes the `ALL_OLD` item from every failed
+/// condition (`Item` of a `ConditionalCheckFailedException`, and of each cancellation reason
+/// of a `TransactionCanceledException`): a server that ignores
+/// `ReturnValuesOnConditionCheckFailure`.
+struct Proxy {
+    endpoint: String,
+    /// How many items it removed.
+    stripped: Arc<AtomicUsize>,
+    /// The actions of the requests it relayed, in order (such as `UpdateItem`).
+    actions: Arc<Mutex<Vec<String>>>,
+}
+
+fn proxy(upstream: &str, strip_all_old: bool) -> Proxy {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
     let upstream = upstream.trim_start_matches("http://").to_owned();
     let stripped = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&stripped);
+    let actions = Arc::new(Mutex::new(Vec::new()));
+    let (counter, log) = (Arc::clone(&stripped), Arc::clone(&actions));
     std::thread::spawn(move || {
         for conn in listener.incoming().flatten() {
-            let (upstream, counter) = (upstream.clone(), Arc::clone(&counter));
+            let (upstream, counter, log) =
+                (upstream.clone(), Arc::clone(&counter), Arc::clone(&log));
             std::thread::spawn(move || {
-                let _ = relay(conn, &upstream, &counter);
+                let _ = relay(conn, &upstream, strip_all_old, &counter, &log);
             });
         }
     });
-    (endpoint, stripped)
+    Proxy {
+        endpoint,
+        stripped,
+        actions,
+    }
+}
+
+impl Proxy {
+    /// The actions relayed since the last call.
+    fn take_actions(&self) -> Vec<String> {
+        std::mem::take(&mut *self.actions.lock().unwrap())
+    }
 }
 
 /// One HTTP/1.1 message: the head (up to the blank line) and a `Content-Length` body.
@@ -509,33 +539,66 @@ fn read_message(r: &mut impl BufRead) -> io::Result<Option<(String, Vec<u8>)>> {
             break;
         }
     }
-    let len = head
-        .lines()
-        .filter_map(|l| l.split_once(':'))
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.trim().parse().ok())
+    let len = header(&head, "content-length")
+        .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     let mut body = vec![0; len];
     r.read_exact(&mut body)?;
     Ok(Some((head, body)))
 }
 
-fn relay(client: TcpStream, upstream: &str, stripped: &AtomicUsize) -> io::Result<()> {
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim())
+}
+
+/// Removes the `ALL_OLD` items from a failed-condition answer; returns how many it removed.
+fn strip_all_old(json: &mut serde_json::Value) -> usize {
+    let kind = json["__type"].as_str().unwrap_or_default().to_owned();
+    let mut removed = 0;
+    if kind.contains("ConditionalCheckFailed") {
+        removed += usize::from(json.as_object_mut().unwrap().remove("Item").is_some());
+    }
+    if kind.contains("TransactionCanceled") {
+        if let Some(reasons) = json["CancellationReasons"].as_array_mut() {
+            for reason in reasons {
+                if let Some(reason) = reason.as_object_mut() {
+                    removed += usize::from(reason.remove("Item").is_some());
+                }
+            }
+        }
+    }
+    removed
+}
+
+fn relay(
+    client: TcpStream,
+    upstream: &str,
+    strip: bool,
+    stripped: &AtomicUsize,
+    actions: &Mutex<Vec<String>>,
+) -> io::Result<()> {
     let mut requests = BufReader::new(client.try_clone()?);
     let mut client = client;
     while let Some((head, body)) = read_message(&mut requests)? {
+        if let Some(target) = header(&head, "x-amz-target") {
+            let action = target.rsplit('.').next().unwrap_or(target);
+            actions.lock().unwrap().push(action.to_owned());
+        }
         let mut server = TcpStream::connect(upstream)?;
         server.write_all(head.as_bytes())?;
         server.write_all(&body)?;
         let (head, mut body) = read_message(&mut BufReader::new(server))?
             .ok_or_else(|| io::Error::other("no answer"))?;
-        if let Ok(mut json) = serde_json::from_slice::<serde_json::Value>(&body) {
-            let failed_condition = json["__type"]
-                .as_str()
-                .is_some_and(|t| t.contains("ConditionalCheckFailed"));
-            if failed_condition && json.as_object_mut().unwrap().remove("Item").is_some() {
-                stripped.fetch_add(1, Ordering::SeqCst);
-                body = serde_json::to_vec(&json).unwrap();
+        if strip {
+            if let Ok(mut json) = serde_json::from_slice::<serde_json::Value>(&body) {
+                let removed = strip_all_old(&mut json);
+                if removed > 0 {
+                    stripped.fetch_add(removed, Ordering::SeqCst);
+                    body = serde_json::to_vec(&json).unwrap();
+                }
             }
         }
         let head: String = head
@@ -556,7 +619,11 @@ async fn without_all_old_the_store_falls_back_to_a_read() {
     let Some(endpoint) = endpoint() else {
         return;
     };
-    let (proxied, stripped) = proxy_without_all_old(&endpoint);
+    let Proxy {
+        endpoint: proxied,
+        stripped,
+        ..
+    } = proxy(&endpoint, true);
     let store = DynamoStore::connect(config(&proxied, &fresh_table_name()))
         .await
         .unwrap();
@@ -577,4 +644,86 @@ async fn without_all_old_the_store_falls_back_to_a_read() {
         "the proxy must have removed the ALL_OLD item"
     );
     batchlock::conformance::run_all(Arc::new(store)).await;
+}
+
+fn finished(lease: &batchlock::Lease, run_id: &str) -> RunRecord {
+    RunRecord {
+        key: lease.key.clone(),
+        run_id: run_id.into(),
+        token: Some(lease.token),
+        holder: Holder::default(),
+        command: vec!["true".into()],
+        started_at_ms: 1,
+        ended_at_ms: 2,
+        outcome: RunOutcome::Ok,
+        exit_code: Some(0),
+        signal: None,
+        message: None,
+    }
+}
+
+/// The end of a run is one request when the lease is still ours; when it is not, the run is
+/// still recorded and the holder reported, from the cancelled transaction's ALL_OLD item
+/// (no extra read) or, without it, from a consistent read.
+#[tokio::test]
+async fn release_and_record_is_one_transaction() {
+    let Some(endpoint) = endpoint() else {
+        return;
+    };
+    for strip in [false, true] {
+        let proxy = proxy(&endpoint, strip);
+        let store = DynamoStore::connect(config(&proxy.endpoint, &fresh_table_name()))
+            .await
+            .unwrap();
+        init_table(&store).await.unwrap();
+        let Acquire::Acquired(lease) = store.try_acquire(&request("end", "a")).await.unwrap()
+        else {
+            panic!("acquire");
+        };
+        proxy.take_actions();
+        let released = store
+            .release_and_record(&lease, &finished(&lease, "first"))
+            .await
+            .unwrap();
+        assert_eq!(released, Release::Released);
+        assert_eq!(
+            proxy.take_actions(),
+            ["TransactWriteItems"],
+            "strip={strip}"
+        );
+
+        let Acquire::Acquired(_) = store.try_acquire(&request("end", "b")).await.unwrap() else {
+            panic!("b acquires the freed lock");
+        };
+        proxy.take_actions();
+        match store
+            .release_and_record(&lease, &finished(&lease, "stale"))
+            .await
+            .unwrap()
+        {
+            Release::NotHeld(Some(rec)) => assert_eq!(rec.owner.as_deref(), Some("b")),
+            other => panic!("a's lease is gone: {other:?}"),
+        }
+        let expected: &[&str] = if strip {
+            &["TransactWriteItems", "GetItem", "PutItem"]
+        } else {
+            &["TransactWriteItems", "PutItem"]
+        };
+        assert_eq!(proxy.take_actions(), expected, "strip={strip}");
+        assert_eq!(proxy.stripped.load(Ordering::SeqCst) > 0, strip);
+
+        // Retrying after a lost answer: the first attempt landed, so the run is not recorded
+        // twice and nothing else changes.
+        store
+            .release_and_record(&lease, &finished(&lease, "stale"))
+            .await
+            .unwrap();
+        let runs = store.list_runs(Some("end"), 10).await.unwrap();
+        let ids: Vec<&str> = runs.iter().map(|r| r.run_id.as_str()).collect();
+        assert_eq!(ids, ["stale", "first"], "strip={strip}");
+        assert_eq!(
+            store.get("end").await.unwrap().unwrap().owner.as_deref(),
+            Some("b")
+        );
+    }
 }
