@@ -445,9 +445,23 @@ pub async fn run(store: Arc<dyn LeaseStore>, spec: RunSpec) -> Result<RunReport,
         ("BATCHLOCK_RUN_ID", run_id.clone()),
         ("BATCHLOCK_FENCING_TOKEN", lease.token.to_string()),
     ];
-    let child = match os::spawn_child(&spec.command, &env) {
+    // The guard first: the job joins the guard's process group, so it is guarded from its
+    // first instruction.
+    let mut guard = match os::spawn_guard(spec.timing.watchdog_after(acquired_sent)) {
+        Ok(g) => Some(g),
+        Err(e) => {
+            warn!(error = %e, "could not start the guard process; grandchildren may outlive a killed supervisor");
+            None
+        }
+    };
+    let group = guard.as_ref().map(os::Guard::pid);
+    let child = match os::spawn_child(&spec.command, &env, group) {
         Ok(pid) => pid,
         Err(e) => {
+            if let Some(g) = guard.as_mut() {
+                g.disarm();
+                os::wait_for(g.pid());
+            }
             // As in shells: 127 when there is nothing to run, 126 for anything that exists
             // but cannot be executed (permissions, bad format, a directory).
             let code = match e.kind() {
@@ -476,13 +490,7 @@ pub async fn run(store: Arc<dyn LeaseStore>, spec: RunSpec) -> Result<RunReport,
             });
         }
     };
-    let mut guard = match os::spawn_guard(child, spec.timing.watchdog_after(acquired_sent)) {
-        Ok(g) => Some(g),
-        Err(e) => {
-            warn!(error = %e, "could not start the parent-death guard; grandchildren may outlive a killed supervisor");
-            None
-        }
-    };
+    let pgid = group.unwrap_or(child);
     info!(key, run_id, token = %lease.token, holder = %spec.holder, pid = child.as_raw(), command = ?command_strings, "command started");
 
     let status = supervise(
@@ -490,18 +498,17 @@ pub async fn run(store: Arc<dyn LeaseStore>, spec: RunSpec) -> Result<RunReport,
         &spec,
         &lease,
         acquired_sent,
-        child,
+        (child, pgid),
         &mut signals,
         guard.as_ref(),
     )
     .await;
     // Whatever is left in the group must not outlive the lease, nor keep working once the
-    // lock is released: kill it and wait (bounded) until the group is really gone.
-    os::kill_group_and_wait(child, Duration::from_secs(2));
+    // lock is released: kill it and wait (bounded) until the group is really gone. The guard
+    // is a member, so this also ends and reaps it.
+    os::kill_group_and_wait(pgid, Duration::from_secs(2));
+    drop(guard);
     let ended_at_ms = now_millis();
-    if let Some(g) = guard.as_mut() {
-        g.disarm();
-    }
 
     let (outcome, exit_code, code, sig) = decide(&status);
     let message = status.reason.map(|r| describe_reason(r, &spec));
@@ -524,10 +531,6 @@ pub async fn run(store: Arc<dyn LeaseStore>, spec: RunSpec) -> Result<RunReport,
         hook_env.push(("BATCHLOCK_REASON", message.unwrap_or_default()));
         run_hook(hook, &hook_env).await;
     }
-    if let Some(g) = guard {
-        // The guard exits as soon as its pipe closed (at `disarm`): collect it, no zombie left.
-        os::wait_for(g.pid());
-    }
     Ok(RunReport {
         run_id,
         outcome,
@@ -541,7 +544,7 @@ pub async fn run(store: Arc<dyn LeaseStore>, spec: RunSpec) -> Result<RunReport,
 /// Runs the `on_lost` hook in its own process group, bounded by [`HOOK_TIMEOUT`].
 async fn run_hook(hook: &str, env: &[(&str, String)]) {
     let argv: Vec<OsString> = vec!["/bin/sh".into(), "-c".into(), hook.into()];
-    let pid = match os::spawn_child(&argv, env) {
+    let pid = match os::spawn_child(&argv, env, None) {
         Ok(pid) => pid,
         Err(e) => {
             error!(error = %e, "could not start the on-lost hook");
@@ -787,7 +790,7 @@ async fn supervise(
     spec: &RunSpec,
     lease: &Lease,
     acquired_sent: Instant,
-    child: Pid,
+    (child, pgid): (Pid, Pid),
     signals: &mut Signals,
     guard: Option<&os::Guard>,
 ) -> ChildStatus {
@@ -819,7 +822,7 @@ async fn supervise(
         if reason.is_none() {
             *reason = Some(why);
             warn!(key, pid = child.as_raw(), reason = ?why, "terminating the command's process group (SIGTERM)");
-            os::signal_group(child, Signal::SIGTERM);
+            os::signal_group(pgid, Signal::SIGTERM);
         }
         *kill_at = Some(kill_at.map_or(latest_kill, |k| k.min(latest_kill)));
     };
@@ -834,10 +837,10 @@ async fn supervise(
         }
         tokio::select! {
             _ = signals.child.recv() => {}
-            _ = signals.term.recv() => on_signal(Signal::SIGTERM, child, &mut reason, &mut kill_at, timing.kill_grace),
-            _ = signals.int.recv() => on_signal(Signal::SIGINT, child, &mut reason, &mut kill_at, timing.kill_grace),
-            _ = signals.hup.recv() => on_signal(Signal::SIGHUP, child, &mut reason, &mut kill_at, timing.kill_grace),
-            _ = signals.quit.recv() => on_signal(Signal::SIGQUIT, child, &mut reason, &mut kill_at, timing.kill_grace),
+            _ = signals.term.recv() => on_signal(Signal::SIGTERM, pgid, &mut reason, &mut kill_at, timing.kill_grace),
+            _ = signals.int.recv() => on_signal(Signal::SIGINT, pgid, &mut reason, &mut kill_at, timing.kill_grace),
+            _ = signals.hup.recv() => on_signal(Signal::SIGHUP, pgid, &mut reason, &mut kill_at, timing.kill_grace),
+            _ = signals.quit.recv() => on_signal(Signal::SIGQUIT, pgid, &mut reason, &mut kill_at, timing.kill_grace),
             beat = beats.recv(), if beats_open => match beat {
                 Some(Beat::Renewed { sent, stop_requested }) => {
                     let next = sent + timing.terminate_after();
@@ -861,7 +864,7 @@ async fn supervise(
                     error!(key, current_owner = current.as_ref().and_then(|c| c.owner.as_deref()).unwrap_or("none"), "lease lost; killing the command now");
                     // Somebody else may already hold the lock: no grace period.
                     reason = Some(StopReason::LeaseTaken);
-                    os::signal_group(child, Signal::SIGKILL);
+                    os::signal_group(pgid, Signal::SIGKILL);
                     kill_at = None;
                     beats_open = false;
                 }
@@ -878,7 +881,7 @@ async fn supervise(
             }
             _ = sleep_until(kill_at.unwrap_or(far)), if kill_at.is_some() => {
                 warn!(key, pid = child.as_raw(), "kill grace over; SIGKILL to the process group");
-                os::signal_group(child, Signal::SIGKILL);
+                os::signal_group(pgid, Signal::SIGKILL);
                 kill_at = None;
             }
         }

@@ -27,37 +27,25 @@ pub fn become_subreaper() {
     }
 }
 
-/// Starts `argv` as the leader of a new process group with `env` added to its environment.
+/// Starts `argv` in process group `group` (the guard's, see [`spawn_guard`]), or as the
+/// leader of a new group when there is no guard, with `env` added to its environment.
 ///
-/// On Linux the child also gets `PR_SET_PDEATHSIG = SIGKILL`, so it dies at once if the
-/// supervisor is killed; the guard process ([`spawn_guard`]) extends that to the whole group.
-pub fn spawn_child(argv: &[OsString], env: &[(&str, String)]) -> io::Result<Pid> {
+/// No `pre_exec` hook is used, so the standard library can start the child with
+/// `posix_spawn` (a vfork-style clone) instead of copying the whole supervisor with fork: that
+/// is most of the wrapper's start-up cost. Supervisor death is covered by the guard, which
+/// exists before the child does.
+pub fn spawn_child(
+    argv: &[OsString],
+    env: &[(&str, String)],
+    group: Option<Pid>,
+) -> io::Result<Pid> {
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
     let mut cmd = Command::new(program);
-    cmd.args(args).process_group(0);
+    cmd.args(args).process_group(group.map_or(0, Pid::as_raw));
     for (k, v) in env {
         cmd.env(k, v);
-    }
-    #[cfg(target_os = "linux")]
-    {
-        let parent = nix::unistd::getpid();
-        // SAFETY: the closure runs between fork and exec and only calls async-signal-safe
-        // functions (prctl, getppid, _exit).
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                // The parent may have died before prctl took effect; then nobody would send
-                // the signal, so give up now rather than run unsupervised.
-                if libc::getppid() != parent.as_raw() {
-                    libc::_exit(137);
-                }
-                Ok(())
-            });
-        }
     }
     let child = cmd.spawn()?;
     // The child is reaped by `reap_all`, never through `Child::wait`, so dropping the handle
@@ -65,13 +53,16 @@ pub fn spawn_child(argv: &[OsString], env: &[(&str, String)]) -> io::Result<Pid>
     Ok(Pid::from_raw(child.id() as i32))
 }
 
-/// A forked watcher that SIGKILLs the child's process group when the supervisor dies, or when
+/// A forked watcher that SIGKILLs the job's process group when the supervisor dies, or when
 /// the supervisor misses the lease's kill deadline.
 ///
-/// `PR_SET_PDEATHSIG` only reaches the direct child; if the supervisor is killed with SIGKILL,
-/// grandchildren would live on without a lease. The guard blocks on a pipe whose only write
-/// end the supervisor holds: the kernel closes it when the supervisor dies, however it dies,
-/// and the guard then kills the group. The supervisor also writes each new hard deadline into
+/// The guard is forked *before* the job and leads the process group the job then joins, so the
+/// group id is known from the start and there is no moment in which a job runs unguarded. It
+/// blocks on a pipe whose only write end the supervisor holds: the kernel closes it when the
+/// supervisor dies, however it dies (`PR_SET_PDEATHSIG` would only reach the direct child, not
+/// the grandchildren that do the real work), and the guard then kills the whole group,
+/// itself included. It ignores the termination signals that the supervisor forwards to the
+/// group, so only SIGKILL ends it early. The supervisor also writes each new hard deadline into
 /// the pipe; the guard enforces it on `CLOCK_BOOTTIME` (which, unlike the monotonic clock,
 /// keeps counting while a host is suspended), so a frozen supervisor (SIGSTOP, a blocked
 /// write to stderr) cannot let its child outlive the lease.
@@ -113,20 +104,23 @@ impl Guard {
         }
     }
 
-    /// The guard's process id (it is our child and is reaped with the others).
+    /// The guard's process id, which is also the job's process group id (the guard is our
+    /// child and is reaped with the others).
     pub fn pid(&self) -> Pid {
         self.pid
     }
 }
 
-/// Forks the guard for process group `pgid`, with a first hard deadline.
-pub fn spawn_guard(pgid: Pid, deadline: Instant) -> io::Result<Guard> {
+/// Forks the guard, leader of a new process group for the job, with a first hard deadline.
+pub fn spawn_guard(deadline: Instant) -> io::Result<Guard> {
     let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let first_deadline = boottime_deadline(deadline);
     // SAFETY: after fork the child only calls async-signal-safe functions (close, signal,
     // clock_gettime, poll, read, kill, _exit) and never returns into the parent's Rust code.
     match unsafe { nix::unistd::fork() }? {
         nix::unistd::ForkResult::Child => unsafe {
+            // Both sides set the group, so that it exists whichever runs first.
+            libc::setpgid(0, 0);
             libc::close(write_end.as_raw_fd());
             for sig in [
                 libc::SIGINT,
@@ -171,10 +165,11 @@ pub fn spawn_guard(pgid: Pid, deadline: Instant) -> io::Result<Guard> {
                     break;
                 }
             }
-            libc::kill(-pgid.as_raw(), libc::SIGKILL);
+            libc::kill(-libc::getpid(), libc::SIGKILL);
             libc::_exit(0);
         },
         nix::unistd::ForkResult::Parent { child } => {
+            let _ = nix::unistd::setpgid(child, child);
             drop(read_end);
             Ok(Guard {
                 pid: child,
@@ -189,6 +184,8 @@ pub fn spawn_guard(pgid: Pid, deadline: Instant) -> io::Result<Guard> {
 /// the call ends; the lock must not be released before then.
 pub fn kill_group_and_wait(pgid: Pid, limit: Duration) {
     let end = std::time::Instant::now() + limit;
+    // Members usually die within microseconds of SIGKILL: poll fast first, then back off.
+    let mut pause = Duration::from_micros(50);
     loop {
         signal_group(pgid, Signal::SIGKILL);
         reap_all();
@@ -202,7 +199,8 @@ pub fn kill_group_and_wait(pgid: Pid, limit: Duration) {
             );
             return;
         }
-        std::thread::sleep(Duration::from_millis(2));
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(5));
     }
 }
 
