@@ -827,8 +827,19 @@ async fn supervise(
         *kill_at = Some(kill_at.map_or(latest_kill, |k| k.min(latest_kill)));
     };
 
+    let guard_pid = guard.map(os::Guard::pid);
     loop {
-        if let Some((_, status)) = os::reap_all().into_iter().find(|(pid, _)| *pid == child) {
+        let mut child_status = None;
+        for (pid, status) in os::reap_all() {
+            if pid == child {
+                child_status = Some(status);
+            } else if Some(pid) == guard_pid && child_status.is_none() {
+                // Only SIGKILL ends the guard early (the OOM killer, an operator); the job
+                // still runs under our deadlines, but our own death would no longer stop it.
+                error!(key, guard = pid.as_raw(), status = ?status, "the guard process died; the job is no longer protected against the supervisor's death");
+            }
+        }
+        if let Some(status) = child_status {
             heartbeat.abort();
             return ChildStatus {
                 wait: status,
