@@ -427,10 +427,13 @@ fn frozen_supervisor_cannot_let_the_job_outlive_its_lease() {
 fn sigterm_while_waiting_for_the_lock() {
     let env = TestEnv::new();
     let mut holder = env.spawn(&["run", "--key", "wt", "--", "sleep", "30"]);
-    assert!(wait_for(
-        Duration::from_secs(10),
-        || env.status("wt")["state"] == "held"
-    ));
+    if !wait_for(Duration::from_secs(20), || {
+        env.status("wt")["state"] == "held"
+    }) {
+        let _ = holder.kill();
+        let out = holder.wait_with_output().unwrap();
+        panic!("holder never acquired: {}", text(&out.stderr));
+    }
     let marker = env.path("must-not-exist");
     let mut waiter = env.spawn(&[
         "run",
