@@ -110,3 +110,29 @@ async fn sqlite_prunes_history_per_key() {
         3
     );
 }
+
+/// Many processes may open a brand-new database at the same moment (the first scheduled run on
+/// a host); every one of them must succeed, including the switch to WAL mode.
+#[cfg(feature = "sqlite")]
+#[test]
+fn sqlite_first_use_by_many_at_once() {
+    for round in 0..10 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fresh.db");
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(16));
+        let threads: Vec<_> = (0..16)
+            .map(|_| {
+                let (path, barrier) = (path.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    batchlock::SqliteStore::open(&path).map(|_| ())
+                })
+            })
+            .collect();
+        for t in threads {
+            if let Err(e) = t.join().unwrap() {
+                panic!("round {round}: a concurrent first open failed: {e}");
+            }
+        }
+    }
+}
