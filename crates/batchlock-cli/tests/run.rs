@@ -454,3 +454,26 @@ fn sigterm_while_waiting_for_the_lock() {
     holder.kill().unwrap();
     holder.wait().unwrap();
 }
+
+/// The first runs on a host open a database that does not exist yet, all at once (and an
+/// operator may run `status` at the same moment): none of them may fail with "database is
+/// locked" while the file is being created and switched to WAL.
+#[test]
+fn first_use_of_a_new_database_by_many_processes() {
+    for round in 0..8 {
+        let env = TestEnv::new();
+        let children: Vec<_> = (0..12)
+            .map(|i| {
+                if i % 2 == 0 {
+                    env.spawn(&["run", "--key", "first", "--", "true"])
+                } else {
+                    env.spawn(&["status", "first", "--json"])
+                }
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success(), "round {round}: {}", text(&out.stderr));
+        }
+    }
+}

@@ -104,26 +104,7 @@ impl SqliteStore {
                 "cannot open database file: {e}; pass --store sqlite:PATH with a writable path"
             ))
         })?;
-        conn.busy_timeout(busy_timeout)
-            .map_err(|e| map_err(&store, e))?;
-        // In WAL mode NORMAL syncs at checkpoints instead of at every commit. A power loss may
-        // then roll back the last few commits, which for a lock table is harmless: every
-        // process that held or wanted a lock died with the host, a rolled-back acquire leaves
-        // the key free, and a rolled-back release leaves it to expire. The database itself
-        // stays consistent.
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(|e| map_err(&store, e))?;
-        // Every `batchlock run` is a short-lived process; by default the last connection to
-        // close checkpoints the WAL and fsyncs, which costs more than the whole lock protocol.
-        conn.set_db_config(
-            rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
-            true,
-        )
-        .map_err(|e| map_err(&store, e))?;
-        // ...and the first connection of a process replays the whole WAL, so keep it short.
-        conn.pragma_update(None, "wal_autocheckpoint", 100)
-            .map_err(|e| map_err(&store, e))?;
-        init_schema(&conn).map_err(|e| match e {
+        configure_retrying(&conn, busy_timeout).map_err(|e| match e {
             InitError::Sql(e) => map_err(&store, e),
             InitError::TooNew(v) => setup(format!(
                 "schema version {v} was written by a newer batchlock (this one reads {SCHEMA_VERSION}); upgrade batchlock"
@@ -196,6 +177,49 @@ impl From<rusqlite::Error> for InitError {
 
 fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+}
+
+/// Connection settings, then the schema.
+fn configure(conn: &Connection, busy_timeout: Duration) -> Result<(), InitError> {
+    conn.busy_timeout(busy_timeout)?;
+    // In WAL mode NORMAL syncs at checkpoints instead of at every commit. A power loss may
+    // then roll back the last few commits, which for a lock table is harmless: every process
+    // that held or wanted a lock died with the host, a rolled-back acquire leaves the key
+    // free, and a rolled-back release leaves it to expire. The database stays consistent.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    // Every `batchlock run` is a short-lived process; by default the last connection to close
+    // checkpoints the WAL and fsyncs, which costs more than the whole lock protocol...
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+        true,
+    )?;
+    // ...and the first connection of a process replays the whole WAL, so keep it short.
+    conn.pragma_update(None, "wal_autocheckpoint", 100)?;
+    init_schema(conn)
+}
+
+/// [`configure`], retried while another process holds a conflicting lock.
+///
+/// When several processes open a new file at once, switching it to WAL needs an exclusive
+/// lock and SQLite answers "database is locked" at once instead of waiting in its busy handler
+/// (waiting could deadlock). The loser simply tries again until the busy timeout is used up.
+fn configure_retrying(conn: &Connection, busy_timeout: Duration) -> Result<(), InitError> {
+    let end = std::time::Instant::now() + busy_timeout;
+    let mut pause = Duration::from_millis(2);
+    loop {
+        match configure(conn, busy_timeout) {
+            Err(InitError::Sql(e))
+                if matches!(
+                    e.sqlite_error_code(),
+                    Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+                ) && std::time::Instant::now() < end =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
 }
 
 fn init_schema(conn: &Connection) -> Result<(), InitError> {
