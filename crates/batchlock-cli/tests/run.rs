@@ -172,17 +172,14 @@ fn second_signal_escalates_to_sigkill() {
     assert_eq!(env.history("esc")[0]["outcome"], "stopped");
 }
 
-/// `kill -9` of the supervisor: the whole process group dies with it, and once the lease has
-/// expired another run acquires.
-#[test]
-fn killed_supervisor_takes_its_tree_along_and_the_lease_expires() {
-    let env = TestEnv::new();
+/// A supervisor with a 3 s lease over [`tree_script`]; returns it and the tree's two pids.
+fn spawn_short_lease_tree(env: &TestEnv, key: &str) -> (std::process::Child, Vec<i32>) {
     let pidfile = env.path("pids");
     let script = tree_script(&pidfile);
-    let mut sup = env.spawn(&[
+    let sup = env.spawn(&[
         "run",
         "--key",
-        "k9",
+        key,
         "--lease",
         "3s",
         "--kill-grace",
@@ -194,7 +191,15 @@ fn killed_supervisor_takes_its_tree_along_and_the_lease_expires() {
         "-c",
         &script,
     ]);
-    let pids = read_tree(&pidfile);
+    (sup, read_tree(&pidfile))
+}
+
+/// `kill -9` of the supervisor: the whole process group dies with it, and once the lease has
+/// expired another run acquires.
+#[test]
+fn killed_supervisor_takes_its_tree_along_and_the_lease_expires() {
+    let env = TestEnv::new();
+    let (mut sup, pids) = spawn_short_lease_tree(&env, "k9");
     signal(sup.id(), Signal::SIGKILL);
     sup.wait().unwrap();
     for pid in &pids {
@@ -385,24 +390,7 @@ fn as_pid1_reaps_orphans_and_handles_sigterm() {
 #[test]
 fn frozen_supervisor_cannot_let_the_job_outlive_its_lease() {
     let env = TestEnv::new();
-    let pidfile = env.path("pids");
-    let script = tree_script(&pidfile);
-    let mut sup = env.spawn(&[
-        "run",
-        "--key",
-        "frozen",
-        "--lease",
-        "3s",
-        "--kill-grace",
-        "200ms",
-        "--clock-skew",
-        "0s",
-        "--",
-        "sh",
-        "-c",
-        &script,
-    ]);
-    let pids = read_tree(&pidfile);
+    let (mut sup, pids) = spawn_short_lease_tree(&env, "frozen");
     signal(sup.id(), Signal::SIGSTOP);
     let stopped_at = Instant::now();
     let expires_in = env.status("frozen")["expires_in_ms"]
