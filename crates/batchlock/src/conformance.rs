@@ -47,6 +47,16 @@ async fn acquired(store: &dyn LeaseStore, key: &LockKey, owner: &str, ttl: Durat
 
 const LONG: Duration = Duration::from_secs(60);
 
+/// The owner recorded for `key` (`None` when released); the record must exist.
+async fn owner_of(store: &dyn LeaseStore, key: &LockKey) -> Option<String> {
+    store
+        .get(key.as_str())
+        .await
+        .expect("get")
+        .expect("record exists")
+        .owner
+}
+
 /// Runs every conformance function against `store`.
 pub async fn run_all(store: Arc<dyn LeaseStore>) {
     acquire_free_then_conflict(&*store).await;
@@ -176,15 +186,7 @@ pub async fn stale_owner_or_token_is_refused(store: &dyn LeaseStore) {
     );
     assert_eq!(rec.token, new.token);
     assert_eq!(store.release(&new).await.unwrap(), Release::Released);
-    assert!(
-        store
-            .get(key.as_str())
-            .await
-            .unwrap()
-            .unwrap()
-            .owner
-            .is_none()
-    );
+    assert_eq!(owner_of(store, &key).await, None, "released");
 }
 
 /// Tokens grow across release, force-release and takeover.
@@ -405,15 +407,7 @@ pub async fn release_and_record_frees_and_records(store: &dyn LeaseStore) {
             .unwrap(),
         Release::Released
     );
-    assert!(
-        store
-            .get(key.as_str())
-            .await
-            .unwrap()
-            .unwrap()
-            .owner
-            .is_none()
-    );
+    assert_eq!(owner_of(store, &key).await, None, "released");
     let next = acquired(store, &key, "b", LONG).await;
     assert!(matches!(
         store
@@ -422,16 +416,7 @@ pub async fn release_and_record_frees_and_records(store: &dyn LeaseStore) {
             .unwrap(),
         Release::NotHeld(_)
     ));
-    assert_eq!(
-        store
-            .get(key.as_str())
-            .await
-            .unwrap()
-            .unwrap()
-            .owner
-            .as_deref(),
-        Some("b")
-    );
+    assert_eq!(owner_of(store, &key).await.as_deref(), Some("b"));
     let runs = store.list_runs(Some(key.as_str()), 10).await.unwrap();
     let ids: Vec<&str> = runs.iter().map(|r| r.run_id.as_str()).collect();
     assert_eq!(ids, ["stale", "first"]);
