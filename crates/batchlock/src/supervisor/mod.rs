@@ -227,6 +227,20 @@ pub struct RunReport {
     pub recorded: bool,
 }
 
+impl RunReport {
+    /// The report of the run recorded as `rec` (run id, outcome and token come from it).
+    fn of(rec: &RunRecord, exit_code: u8, held_by: Option<LockRecord>, recorded: bool) -> Self {
+        Self {
+            run_id: rec.run_id.clone(),
+            outcome: rec.outcome,
+            exit_code,
+            token: rec.token,
+            held_by,
+            recorded,
+        }
+    }
+}
+
 /// Failures that stop `run` before the command could start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -285,7 +299,7 @@ enum Beat {
     Lost(Option<LockRecord>),
 }
 
-/// Retries transient store failures of one call a few times within `budget`.
+/// Runs one store call bounded by `store_timeout`, retrying transient failures twice.
 async fn bounded<T, F, Fut>(
     store_timeout: Duration,
     what: &str,
@@ -399,14 +413,7 @@ pub async fn run(store: Arc<dyn LeaseStore>, spec: RunSpec) -> Result<RunReport,
                                 ..base
                             };
                             let recorded = append(&*store, &rec, spec.store_timeout).await;
-                            return Ok(RunReport {
-                                run_id,
-                                outcome: RunOutcome::Stopped,
-                                exit_code: exit::SIGNAL_BASE + sig as u8,
-                                token: None,
-                                held_by: Some(holder),
-                                recorded,
-                            });
+                            return Ok(RunReport::of(&rec, exit::SIGNAL_BASE + sig as u8, Some(holder), recorded));
                         }
                     }
                 }
@@ -430,14 +437,12 @@ pub async fn run(store: Arc<dyn LeaseStore>, spec: RunSpec) -> Result<RunReport,
             ..base
         };
         let recorded = finish(&*store, &lease, &rec, spec.store_timeout).await;
-        return Ok(RunReport {
-            run_id,
-            outcome: RunOutcome::Stopped,
-            exit_code: exit::SIGNAL_BASE + sig as u8,
-            token: Some(lease.token),
-            held_by: None,
+        return Ok(RunReport::of(
+            &rec,
+            exit::SIGNAL_BASE + sig as u8,
+            None,
             recorded,
-        });
+        ));
     }
     os::become_subreaper();
     let env = [
@@ -480,14 +485,7 @@ pub async fn run(store: Arc<dyn LeaseStore>, spec: RunSpec) -> Result<RunReport,
                 ..base
             };
             let recorded = finish(&*store, &lease, &rec, spec.store_timeout).await;
-            return Ok(RunReport {
-                run_id,
-                outcome: RunOutcome::Failed,
-                exit_code: code,
-                token: Some(lease.token),
-                held_by: None,
-                recorded,
-            });
+            return Ok(RunReport::of(&rec, code, None, recorded));
         }
     };
     let pgid = group.unwrap_or(child);
@@ -531,14 +529,7 @@ pub async fn run(store: Arc<dyn LeaseStore>, spec: RunSpec) -> Result<RunReport,
         hook_env.push(("BATCHLOCK_REASON", message.unwrap_or_default()));
         run_hook(hook, &hook_env).await;
     }
-    Ok(RunReport {
-        run_id,
-        outcome,
-        exit_code,
-        token: Some(lease.token),
-        held_by: None,
-        recorded,
-    })
+    Ok(RunReport::of(&rec, exit_code, None, recorded))
 }
 
 /// Runs the `on_lost` hook in its own process group, bounded by [`HOOK_TIMEOUT`].
@@ -605,14 +596,7 @@ async fn skipped(
         ..base
     };
     let recorded = append(store, &rec, spec.store_timeout).await;
-    RunReport {
-        run_id: rec.run_id,
-        outcome: RunOutcome::Skipped,
-        exit_code,
-        token: None,
-        held_by: Some(holder),
-        recorded,
-    }
+    RunReport::of(&rec, exit_code, Some(holder), recorded)
 }
 
 /// Releases the lease and records the run (one store round trip where the store allows it).
